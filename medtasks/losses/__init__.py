@@ -1,1 +1,3 @@
-"""losses package."""
+"""Registered losses; importing this package registers them."""
+
+from medtasks.losses import classification  # noqa: F401  (registration side effects)

@@ -1,1 +1,3 @@
-"""models package."""
+"""Registered model factories; importing this package registers them."""
+
+from medtasks.models import backbones, position_aware  # noqa: F401  (registration side effects)

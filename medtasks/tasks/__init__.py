@@ -1,1 +1,3 @@
-"""tasks package."""
+"""Task modules; importing this package registers every task."""
+
+from medtasks.tasks import ich_classify  # noqa: F401  (registration side effects)

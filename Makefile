@@ -1,0 +1,29 @@
+# medtasks — `make demo` and `make test` work on a fresh machine (they create .venv and install).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision first, pinned to the pair this machine serves from disk; pyproject stays loose (torch>=2.4).
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/medtasks run ich_classify
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .cache .pytest_cache

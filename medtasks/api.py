@@ -1,0 +1,159 @@
+"""Python API behind the CLI: run / prepare / predict / report / bench / list_tasks.
+
+Example:
+    >>> from medtasks import api
+    >>> run_dir, metrics = api.run("ich_classify", overrides=["train.epochs=1"])
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from medtasks.config import from_dict, load_config, to_dict
+from medtasks.data.manifest import Rejected, write_csv_atomic
+from medtasks.registry import TASKS
+from medtasks.rundir import RunDir
+from medtasks.tasks.base import Task, write_rejected
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_tasks() -> None:
+    importlib.import_module("medtasks.tasks")
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The registered task class; unknown names raise with a suggestion."""
+    _load_tasks()
+    return TASKS.get(name)
+
+
+def list_tasks() -> list[dict[str, str]]:
+    """Name, kind, source report and one-line summary of every registered task."""
+    _load_tasks()
+    return [{"name": n, "kind": TASKS.get(n).kind, "source": TASKS.get(n).source_report,
+             "summary": TASKS.get(n).summary} for n in TASKS.names()]
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("MEDTASKS_CONFIG_DIR", REPO_ROOT / "configs"))
+
+
+def default_config(task: str, demo: bool) -> Path:
+    """``configs/<task>.demo.yaml`` for the embedded default, ``configs/<task>.yaml`` for real data."""
+    path = config_dir() / f"{task}{'.demo' if demo else ''}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; pass --config or set MEDTASKS_CONFIG_DIR")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where synthetic defaults are generated (``$MEDTASKS_CACHE``, default ``./.cache/medtasks``)."""
+    return Path(os.environ.get("MEDTASKS_CACHE", Path.cwd() / ".cache" / "medtasks"))
+
+
+def resolved_dict(task: Task) -> dict[str, Any]:
+    data = to_dict(task.cfg)
+    return {"task": data.pop("task"), "kind": task.kind, "labels": list(task.labels), **data}
+
+
+def task_from_run(run: RunDir) -> Task:
+    raw = run.read_config()
+    cls = get_task_class(raw.get("task", ""))
+    task = cls(from_dict(cls.Config, {k: v for k, v in raw.items() if k not in ("kind", "labels")}))
+    task.load_state(run)
+    return task
+
+
+def run(task_name: str, manifest: str | Path | None = None, config: str | Path | None = None,
+        overrides: Sequence[str] = (), runs_dir: str | Path = "runs", resume: str | Path | None = None,
+        progress: bool = True) -> tuple[RunDir, dict[str, Any]]:
+    """Train, evaluate and report one task; returns the run directory and metrics.
+
+    No manifest (and none in the config) -> the embedded synthetic default with the demo profile.
+    """
+    from medtasks.engine.runtime import seed_everything, select_device, set_threads
+    from medtasks.report import render_report
+
+    cls = get_task_class(task_name)
+    if resume is not None:
+        rd = RunDir.open(resume)
+        task = task_from_run(rd)
+        if task.name != task_name:
+            raise ValueError(f"{resume} is a {task.name} run, not {task_name}")
+        set_threads(task.cfg.train.threads)
+        seed_everything(task.cfg.seed)
+        df = task.load_manifest(rd / "manifest.csv")
+        warnings = []
+    else:
+        demo = manifest is None
+        cfg_path = Path(config) if config else default_config(task_name, demo=demo)
+        cfg = load_config(cfg_path, cls.Config, overrides)
+        if cfg.task != task_name:
+            raise ValueError(f"{cfg_path} is a config for task {cfg.task!r}, not {task_name!r}")
+        if manifest is not None:
+            cfg.data.manifest = str(manifest)
+        cfg.data.synthetic = cfg.data.manifest is None
+        set_threads(cfg.train.threads)
+        seed_everything(cfg.seed)
+        task = cls(cfg)
+        if cfg.data.synthetic:
+            log.info("no manifest given: using the embedded SYNTHETIC default (%s)", cfg_path.name)
+            prep = task.synthesize(cache_dir())
+            manifest_path, rejected = prep.manifest, Rejected.read(prep.rejected)
+        else:
+            manifest_path = Path(cfg.data.manifest)
+            rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
+        rd = RunDir.create(runs_dir, task_name, cfg_path.name.removesuffix(".yaml").replace(".", "-"))
+        rd.write_config(resolved_dict(task))
+        rd.write_env(cfg.seed, str(select_device(cfg.train.device)))
+        df = task.load_manifest(manifest_path)
+        df, warnings = task.make_splits(df)
+        task.write_manifest(rd, df)
+        write_rejected(rd / "rejected.csv", rejected)
+    log.info("run directory: %s", rd.path)
+    fit = task.train(rd, df, resume=resume is not None, progress=progress)
+    metrics = task.evaluate(rd, df, fit, warnings)
+    render_report(rd.path)
+    return rd, metrics
+
+
+def prepare(task_name: str, source: str | Path, out: str | Path, **options: Any):
+    """Turn a public dataset's own layout into a manifest (+ ``<stem>.rejected.csv``)."""
+    cls = get_task_class(task_name)
+    task = cls(load_config(None, cls.Config))
+    return task.prepare(Path(source), Path(out), **options)
+
+
+def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: str | Path | None = None,
+            progress: bool = True) -> Path:
+    """Predict with a trained run on new inputs; returns the output folder."""
+    rd = RunDir.open(run_dir)
+    task = task_from_run(rd)
+    if task.name != task_name:
+        raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
+    out_dir = Path(out) if out else rd / "predict" / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df, rejected = task.predict_inputs(Path(input_path))
+    write_rejected(out_dir / "rejected.csv", rejected)
+    if df.empty:
+        raise ValueError(f"{input_path}: no usable input ({len(rejected)} rejected; see {out_dir / 'rejected.csv'})")
+    frame = task.predict_frame(rd, df, progress=progress)
+    write_csv_atomic(frame, out_dir / "predictions.csv")
+    task.write_predict_outputs(frame, out_dir)
+    log.info("predicted %d cases (%d rejected) -> %s", len(frame), len(rejected), out_dir)
+    return out_dir
+
+
+def report(run_dir: str | Path) -> Path:
+    """Re-render ``report.html`` from a run directory's files."""
+    from medtasks.report import render_report
+
+    return render_report(RunDir.open(run_dir).path)

@@ -1,0 +1,102 @@
+"""``medtasks`` command line: thin argument parsing over :mod:`medtasks.api` (heavy imports inside)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("medtasks")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medtasks", description="Medical-imaging tasks of the source reports, on MONAI.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list the tasks, their kind and source report")
+
+    r = sub.add_parser("run", help="train + evaluate + report (no --manifest: embedded synthetic default)")
+    r.add_argument("task")
+    r.add_argument("overrides", nargs="*", help="config overrides key.path=value, e.g. train.epochs=3")
+    r.add_argument("--manifest", help="CSV made by `medtasks prepare` (default: synthetic demo data)")
+    r.add_argument("--config", help="YAML config (default: configs/<task>.yaml, or .demo.yaml without --manifest)")
+    r.add_argument("--runs-dir", default="runs", help="parent of run directories (default: ./runs)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints/last.pt")
+
+    pr = sub.add_parser("prepare", help="dataset layout -> manifest CSV + rejected.csv")
+    pr.add_argument("task")
+    pr.add_argument("--source", required=True, help="the public dataset's folder")
+    pr.add_argument("--out", required=True, help="manifest CSV to write")
+    pr.add_argument("--labels", help="label file (ich_classify: stage_2_train.csv)")
+    pr.add_argument("--workers", type=int, help="parallel header readers (default: all cores)")
+
+    pd_ = sub.add_parser("predict", help="predict with a trained run on a file or folder")
+    pd_.add_argument("task")
+    pd_.add_argument("--run", required=True, help="run directory")
+    pd_.add_argument("--input", required=True, help="input file or folder (ich_classify: DICOM)")
+    pd_.add_argument("--out", help="output folder (default: <run>/predict/<timestamp>)")
+
+    rp = sub.add_parser("report", help="re-render report.html from a run directory")
+    rp.add_argument("run_dir")
+
+    b = sub.add_parser("bench", help="input-pipeline throughput against a bare decode loop")
+    b.add_argument("task")
+    b.add_argument("--input", help="folder of inputs (default: synthetic files)")
+    b.add_argument("--n", type=int, default=200, help="number of files")
+    b.add_argument("--repeats", type=int, default=3)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from medtasks import api
+    from medtasks.config import ConfigError
+    from medtasks.registry import UnknownNameError
+
+    try:
+        if args.command == "list":
+            rows = api.list_tasks()
+            print(f"{'task':<16}{'kind':<14}{'source report':<38}summary")
+            for t in rows:
+                print(f"{t['name']:<16}{t['kind']:<14}{t['source']:<38}{t['summary']}")
+        elif args.command == "run":
+            from medtasks.tasks.classification import per_class_table
+
+            rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
+                                  runs_dir=args.runs_dir, resume=args.resume)
+            tag = " (SYNTHETIC data)" if metrics.get("synthetic") else ""
+            print(f"\n{args.task} — held-out split '{metrics['split']}', {metrics['n']} cases, "
+                  f"{metrics['n_patients']} patients{tag}")
+            if "per_class" in metrics:
+                print(per_class_table(metrics))
+            for name, h in metrics.get("headline", {}).items():
+                ci = "" if h.get("ci_low") is None else f"  95% CI [{h['ci_low']:.4f}, {h['ci_high']:.4f}]"
+                print(f"{name}: {h['value']:.4f}{ci}")
+            print(f"\nreport: {(rd / 'report.html').resolve()}")
+        elif args.command == "prepare":
+            opts = {k: v for k, v in (("labels", args.labels), ("workers", args.workers)) if v is not None}
+            res = api.prepare(args.task, args.source, args.out, **opts)
+            print(f"manifest: {res.manifest} ({res.n_rows} rows); rejected: {res.rejected} ({res.n_rejected} rows)")
+        elif args.command == "predict":
+            out = api.predict(args.task, args.run, args.input, args.out)
+            print(f"predictions: {out / 'predictions.csv'}")
+        elif args.command == "report":
+            print(f"report: {api.report(args.run_dir)}")
+        elif args.command == "bench":
+            from medtasks.bench import bench
+
+            res = bench(args.task, input_path=args.input, n=args.n, repeats=args.repeats)
+            for k, v in res.items():
+                print(f"{k}: {v}")
+    except (UnknownNameError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"medtasks {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Manifests (CSV, one row per case/slice) and the rejected-input list.
+
+Paths in a manifest are relative to its own folder unless ``data.root`` or ``$MEDTASKS_DATA_ROOT``
+says otherwise; absolute paths are kept as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+REJECTED_COLUMNS = ("path", "reason", "detail")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the fix."""
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to ``path`` via a temp file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def data_root(manifest: str | Path, root: str | None = None) -> Path:
+    """Folder that relative manifest paths start from (config > env var > manifest folder)."""
+    if root:
+        return Path(root)
+    env = os.environ.get("MEDTASKS_DATA_ROOT")
+    return Path(env) if env else Path(manifest).resolve().parent
+
+
+def read_manifest(path: str | Path, required: Sequence[str], root: str | None = None,
+                  path_columns: Sequence[str] = ("path",)) -> pd.DataFrame:
+    """Read and check a manifest; path columns come back absolute.
+
+    Raises:
+        ManifestError: missing file, missing columns (listed), or empty manifest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; make one with `medtasks prepare <task> --source ... --out {path}`")
+    df = pd.read_csv(path, dtype={"patient_id": str, "series_instance_uid": str, "sop_instance_uid": str})
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks column(s) {missing}; it has {list(df.columns)}. "
+                            f"See data_manifests/README.md for the schema.")
+    if df.empty:
+        raise ManifestError(f"manifest {path} has no rows")
+    base = data_root(path, root)
+    for col in path_columns:
+        if col in df.columns:
+            df[col] = [str(p) if os.path.isabs(str(p)) else str((base / str(p)).resolve()) for p in df[col]]
+    return df
+
+
+def relative_paths(paths: Iterable[str | Path], start: str | Path) -> list[str]:
+    """Paths relative to ``start`` where possible (manifests stay valid when a folder moves)."""
+    start = Path(start).resolve()
+    out = []
+    for p in paths:
+        try:
+            out.append(os.path.relpath(Path(p).resolve(), start))
+        except ValueError:  # other drive on Windows
+            out.append(str(Path(p).resolve()))
+    return out
+
+
+@dataclass
+class Rejected:
+    """Inputs that could not be used, with the reason: becomes ``rejected.csv``."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, path: str | Path, reason: str, detail: str = "") -> None:
+        self.rows.append({"path": str(path), "reason": reason, "detail": detail})
+
+    def extend(self, other: "Rejected | Iterable[dict]") -> None:
+        self.rows.extend(other.rows if isinstance(other, Rejected) else other)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(REJECTED_COLUMNS))
+
+    def write(self, path: str | Path) -> Path:
+        return write_csv_atomic(self.frame().sort_values(["reason", "path"], kind="stable"), path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Rejected":
+        path = Path(path)
+        if not path.is_file():
+            return cls()
+        df = pd.read_csv(path, dtype=str).fillna("")
+        return cls(df.to_dict("records"))

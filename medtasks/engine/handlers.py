@@ -1,0 +1,122 @@
+"""Small Ignite handlers the engine needs that neither MONAI nor Ignite ship ready-made.
+
+- :class:`FixedNameSaver` — ignite ``DiskSaver`` with a fixed file name (``best.pt``/``last.pt``)
+  whose replacement is atomic: the new file is written to a temp name and renamed over the old
+  one, so a crash never leaves the run without a checkpoint (ignite removes the old file first).
+- :class:`EpochCollector` — gathers an evaluator's predictions over an epoch and scores them
+  with a task-supplied function (metrics that need the whole epoch: AUC, F1, log loss).
+- :class:`HistoryWriter` — one ``history.csv`` row per epoch, rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+
+log = logging.getLogger(__name__)
+
+
+class FixedNameSaver(DiskSaver):
+    """Save every checkpoint of one ignite ``Checkpoint`` under one fixed name, atomically."""
+
+    def __init__(self, dirname: str | Path, filename: str) -> None:
+        super().__init__(str(dirname), atomic=True, create_dir=True, require_empty=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename, metadata)
+
+    def remove(self, filename: str) -> None:  # the atomic rename replaces the old file
+        return None
+
+
+class EpochCollector:
+    """Collect ``(pred, label)`` batches of an evaluator and score them at epoch end.
+
+    Args:
+        score_fn: ``score_fn(logits, labels) -> dict[str, float]`` on the whole epoch (CPU tensors).
+        prefix: prepended to every metric name written into ``engine.state.metrics``.
+    """
+
+    def __init__(self, score_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]], prefix: str = "val_") -> None:
+        self.score_fn = score_fn
+        self.prefix = prefix
+        self.preds: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._score)
+
+    def _reset(self, engine: Engine) -> None:
+        self.preds, self.labels = [], []
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        self.preds.append(out["pred"].detach().float().cpu())
+        self.labels.append(out["label"].detach().float().cpu())
+
+    def _score(self, engine: Engine) -> None:
+        logits = torch.cat(self.preds)
+        labels = torch.cat(self.labels)
+        for name, value in self.score_fn(logits, labels).items():
+            engine.state.metrics[self.prefix + name] = float(value)
+
+
+class HistoryWriter:
+    """Write ``history.csv``: epoch, train_loss, val metrics, lr, time_s (one row per epoch)."""
+
+    def __init__(self, path: str | Path, evaluator: Engine, optimizer: torch.optim.Optimizer,
+                 rows: list[dict[str, Any]] | None = None) -> None:
+        self.path = Path(path)
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self._losses: list[float] = []
+        self._t0 = time.perf_counter()
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._loss)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _start(self, engine: Engine) -> None:
+        self._losses, self._t0 = [], time.perf_counter()
+
+    def _loss(self, engine: Engine) -> None:
+        self._losses.append(float(engine.state.output["loss"]))
+
+    def _write(self, engine: Engine) -> None:
+        row: dict[str, Any] = {"epoch": engine.state.epoch,
+                               "train_loss": float(np.mean(self._losses)) if self._losses else float("nan")}
+        row.update({k: v for k, v in self.evaluator.state.metrics.items() if isinstance(v, (int, float))})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["time_s"] = round(time.perf_counter() - self._t0, 2)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        write_rows_csv(self.path, self.rows)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
+        log.info("epoch %d: %s", row["epoch"], shown)
+
+
+def write_rows_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> None:
+    """Write dict rows to CSV atomically (temp file + rename); columns = union in first-seen order."""
+    path = Path(path)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)

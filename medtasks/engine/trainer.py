@@ -1,0 +1,185 @@
+"""The one training workflow: MONAI ``SupervisedTrainer``/``SupervisedEvaluator`` + Ignite handlers.
+
+Tasks never write a training loop; they hand :func:`fit` a network, loss, optimizer, loaders and
+an epoch-level score function. What the handlers do:
+
+- validation every epoch (MONAI ``ValidationHandler``), scored over the whole epoch
+  (:class:`~medtasks.engine.handlers.EpochCollector`), loss included as ``val_loss``;
+- ``checkpoints/best.pt`` on the monitored metric and ``checkpoints/last.pt`` every epoch, both
+  through ignite ``Checkpoint`` and written atomically; ``last.pt`` holds everything needed to
+  resume (network, optimizer, scheduler, trainer state, early-stopping and best-score state);
+- early stopping (ignite ``EarlyStopping``) and ReduceLROnPlateau (MONAI ``LrScheduleHandler``)
+  on the monitored metric; a tqdm progress bar with loss and ETA (ignite ``ProgressBar``);
+- ``history.csv`` (:class:`~medtasks.engine.handlers.HistoryWriter`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from ignite.engine import Events
+from ignite.handlers import Checkpoint, EarlyStopping, global_step_from_engine
+from ignite.handlers import ProgressBar
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import LrScheduleHandler, ValidationHandler
+
+from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter
+from medtasks.engine.runtime import amp_enabled
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves behind (paths inside the run directory)."""
+
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    train_time_s: float
+    best_path: Path
+    last_path: Path
+    history_path: Path
+
+
+def build_optimizer(params: Any, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD by config name."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optim.name={name!r}: use adamw, adam or sgd")
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        out.append({k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v not in (None, "")})
+    return out
+
+
+def load_checkpoint(path: str | Path, objects: Mapping[str, Any], device: torch.device | str = "cpu") -> None:
+    """Load a ``best.pt``/``last.pt`` into ``objects`` (only tensors/plain types: weights_only)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in state}, checkpoint=state)
+
+
+def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+        train_loader: Any, val_loader: Any, score_fn: ScoreFn, run_dir: str | Path, device: torch.device,
+        epochs: int, monitor: str = "val_loss", mode: str = "min", patience: int = 10,
+        scheduler: str = "plateau", sched_factor: float = 0.5, sched_patience: int = 3, min_lr: float = 1e-7,
+        amp: bool = True, epoch_length: int | None = None, prepare_batch: Any = None,
+        iteration_update: Callable | None = None, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train ``network`` with validation every epoch; see the module docstring for the handlers.
+
+    Args:
+        score_fn: epoch-level validation metrics from ``(logits, labels)`` (CPU tensors); their
+            names get the ``val_`` prefix; ``val_loss`` is added from ``loss_fn``.
+        monitor / mode: the metric that picks ``best.pt``, drives early stopping (``patience``
+            epochs without improvement; 0 disables) and ReduceLROnPlateau.
+        epoch_length: iterations per epoch (``None`` = one pass over ``train_loader``).
+        iteration_update: a replacement for MONAI's iteration (e.g. MixUp); default MONAI's.
+        resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
+
+    Example:
+        >>> res = fit(network=net, optimizer=opt, loss_fn=loss, train_loader=tl, val_loader=vl,
+        ...           score_fn=lambda p, y: {}, run_dir="runs/x", device=torch.device("cpu"), epochs=2)
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    use_amp = amp_enabled(amp, device)
+    network.to(device)
+    kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
+
+    cpu_loss = copy.deepcopy(loss_fn).cpu()
+
+    def epoch_score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            out = {"loss": float(cpu_loss(logits, labels).mean())}
+        out.update(score_fn(logits, labels))
+        return out
+
+    evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=network, amp=use_amp,
+                                    decollate=False, **kwargs)
+    EpochCollector(epoch_score).attach(evaluator)
+    trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=network,
+                                optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
+                                epoch_length=epoch_length, iteration_update=iteration_update, **kwargs)
+    if monitor != "val_loss" and not monitor.startswith("val_"):
+        raise ValueError(f"train.monitor={monitor!r}: name a validation metric such as val_loss")
+    sign = 1.0 if mode == "max" else -1.0
+
+    def priority(engine: Any) -> float:
+        value = engine.state.metrics.get(monitor)
+        if value is None:
+            raise KeyError(f"train.monitor={monitor!r} is not a validation metric; have {sorted(engine.state.metrics)}")
+        return sign * value if math.isfinite(value) else -math.inf
+
+    ValidationHandler(interval=1, validator=evaluator, epoch_level=True).attach(trainer)
+    best_ckpt = Checkpoint({"network": network}, FixedNameSaver(ckpt_dir, "best.pt"), n_saved=1,
+                           score_function=priority, score_name=monitor,
+                           global_step_transform=global_step_from_engine(trainer))
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_ckpt)
+    sched = None
+    if scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=sched_factor,
+                                                           patience=sched_patience, min_lr=min_lr)
+        LrScheduleHandler(sched, print_lr=False, epoch_level=True,
+                          step_transform=lambda e: e.state.metrics[monitor]).attach(evaluator)
+    elif scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=min_lr)
+        LrScheduleHandler(sched, print_lr=False, epoch_level=True).attach(trainer)
+    elif scheduler != "none":
+        raise ValueError(f"scheduler.name={scheduler!r}: use plateau, cosine or none")
+    stopper = None
+    if patience > 0:
+        stopper = EarlyStopping(patience=patience, score_function=priority, trainer=trainer)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, stopper)
+
+    history_path = run_dir / "history.csv"
+    history = HistoryWriter(history_path, evaluator, optimizer, rows=_read_history(history_path) if resume else None)
+    history.attach(trainer)
+    to_save: dict[str, Any] = {"network": network, "optimizer": optimizer, "trainer": trainer, "best_checkpoint": best_ckpt}
+    if sched is not None:
+        to_save["scheduler"] = sched
+    if stopper is not None:
+        to_save["early_stopping"] = stopper
+    last_ckpt = Checkpoint(to_save, FixedNameSaver(ckpt_dir, "last.pt"), n_saved=1)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)
+    if progress:
+        ProgressBar(persist=True, ncols=100).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
+
+    last_path = ckpt_dir / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"cannot resume: {last_path} does not exist (the run never finished an epoch)")
+        load_checkpoint(last_path, to_save, device)
+        log.info("resumed from %s at epoch %d", last_path, trainer.state.epoch)
+        trainer.state.max_epochs = epochs
+
+    t0 = time.perf_counter()
+    trainer.run()
+    elapsed = time.perf_counter() - t0
+    rows = history.rows
+    scored = [r for r in rows if isinstance(r.get(monitor), float) and math.isfinite(r[monitor])]
+    best = max(scored, key=lambda r: sign * r[monitor]) if scored else {"epoch": 0, monitor: float("nan")}
+    return FitResult(best_epoch=int(best["epoch"]), best_score=float(best[monitor]), epochs_run=trainer.state.epoch,
+                     train_time_s=round(elapsed, 1), best_path=ckpt_dir / "best.pt", last_path=last_path,
+                     history_path=history_path)

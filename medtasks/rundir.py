@@ -1,0 +1,113 @@
+"""The run directory (design §1): one self-contained folder per run.
+
+```
+runs/<task>/<timestamp>-<config-stem>/
+  config.resolved.yaml  env.json  manifest.csv  rejected.csv  checkpoints/  history.csv
+  predictions.csv  metrics.json  report.html  figures/
+```
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from medtasks.config import dump_yaml
+
+PACKAGES = ("medtasks", "torch", "torchvision", "monai", "pytorch-ignite", "pydicom", "pylibjpeg", "pylibjpeg-openjpeg",
+            "numpy", "pandas", "scikit-learn", "iterative-stratification", "matplotlib")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def git_sha() -> str | None:
+    """Commit of the medtasks checkout, when it is one."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(seed: int, device: str) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "git_sha": git_sha(), "seed": seed, "device": device, "command": " ".join(sys.argv),
+            "started": _dt.datetime.now().isoformat(timespec="seconds")}
+
+
+@dataclass
+class RunDir:
+    """Paths of one run directory."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, runs_root: str | Path, task: str, config_stem: str) -> "RunDir":
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(runs_root) / task / f"{stamp}-{config_stem}"
+        path, i = base, 1
+        while path.exists():  # two runs in the same second
+            path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        (path / "checkpoints").mkdir(parents=True)
+        (path / "figures").mkdir()
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "config.resolved.yaml").is_file():
+            raise FileNotFoundError(f"{path} is not a medtasks run directory (no config.resolved.yaml)")
+        return cls(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def write_config(self, resolved: Mapping[str, Any]) -> None:
+        write_text_atomic(self.path / "config.resolved.yaml", dump_yaml(resolved))
+
+    def read_config(self) -> dict[str, Any]:
+        with open(self.path / "config.resolved.yaml", encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+
+    def write_env(self, seed: int, device: str) -> None:
+        write_json_atomic(self.path / "env.json", environment(seed, device))

@@ -1,0 +1,170 @@
+"""Kind-level base for (multi-label) classification: train, evaluate and predict once for all tasks.
+
+The concrete task supplies records/transforms/model/loss; this class builds the datasets and
+loaders, hands training to :func:`medtasks.engine.trainer.fit`, evaluates the best checkpoint on
+the held-out split (``predictions.csv`` + ``metrics.json`` with patient-bootstrap CIs) and runs
+inference for ``predict``. Binary tasks are the one-label case.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import DataLoader
+
+from medtasks.config import config_hash
+from medtasks.data.datasets import build_dataset
+from medtasks.data.manifest import write_csv_atomic
+from medtasks.engine.inference import run_inference
+from medtasks.engine.runtime import select_device
+from medtasks.engine.trainer import FitResult, build_optimizer, fit, load_checkpoint
+from medtasks.rundir import RunDir, write_json_atomic
+from medtasks.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+class ClassificationTask(Task):
+    """Multi-label (sigmoid per label) classification; see the module docstring."""
+
+    kind = "multilabel"
+    id_columns: tuple[str, ...] = ("patient_id",)      # copied into predictions.csv
+    case_column: str = "path"                          # the case id column of predictions.csv
+
+    # ---- hooks with defaults ----------------------------------------------------------------
+    def fit_state(self, train_records: list[dict[str, Any]]) -> None:
+        """Fit whatever the transforms need from training data (e.g. normalisation); default none."""
+
+    def val_metrics(self, y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+        """Epoch-level validation metrics (added to history.csv as val_<name>)."""
+        from sklearn.metrics import f1_score
+
+        return {"weighted_f1": float(f1_score(y_true, y_prob >= 0.5, average="weighted", zero_division=0))}
+
+    def thresholds(self) -> dict[str, float]:
+        saved = self.state.get("thresholds") or {}
+        return {lab: float(saved.get(lab, self.cfg.eval.threshold)) for lab in self.labels}
+
+    def headline(self) -> tuple[str, ...]:
+        return ("weighted_f1", "macro_f1")
+
+    def class_weights(self) -> list[float] | None:
+        return None
+
+    # ---- flows ------------------------------------------------------------------------------
+    def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        recs = self.records(df)
+        ds = build_dataset(recs, self.build_transforms(split), cache=self.cfg.data.cache,
+                           cache_dir=self.cfg.data.cache_dir, num_workers=self.cfg.data.num_workers,
+                           progress=False)
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.cfg.data.num_workers,
+                          drop_last=shuffle and len(ds) > batch_size)
+
+    def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True) -> FitResult:
+        cfg = self.cfg
+        train_df, val_df = df[df.split == "train"], df[df.split == "val"]
+        if train_df.empty or val_df.empty:
+            raise ValueError(f"need train and val rows; got {len(train_df)} train / {len(val_df)} val. "
+                             f"Check data.split fractions or the manifest's split column.")
+        if not resume:
+            self.fit_state(self.records(train_df))
+        self.save_state(run)
+        device = select_device(cfg.train.device)
+        model = self.build_model()
+        loss = self.build_loss()
+        optim = build_optimizer(model.parameters(), cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum)
+        log.info("training %s on %d slices (%d val), device %s", self.name, len(train_df), len(val_df), device)
+        t = cfg.train
+        return fit(network=model, optimizer=optim, loss_fn=loss,
+                   train_loader=self.loader(train_df, "train", True, t.batch_size),
+                   val_loader=self.loader(val_df, "val", False, cfg.eval.batch_size),
+                   score_fn=lambda logits, y: self.val_metrics(y.numpy(), sigmoid(logits.numpy())),
+                   run_dir=run.path, device=device, epochs=t.epochs, monitor=t.monitor, mode=t.monitor_mode,
+                   patience=t.early_stopping_patience, scheduler=cfg.scheduler.name,
+                   sched_factor=cfg.scheduler.factor, sched_patience=cfg.scheduler.patience,
+                   min_lr=cfg.scheduler.min_lr, amp=t.amp, epoch_length=t.steps_per_epoch,
+                   prepare_batch=self.prepare_batch(), resume=resume, progress=progress)
+
+    def load_model(self, run: RunDir, which: str = "best") -> torch.nn.Module:
+        model = self.build_model()
+        path = run / "checkpoints" / f"{which}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: was the run trained to the end of one epoch?")
+        load_checkpoint(path, {"network": model})
+        return model.eval()
+
+    def infer(self, model: torch.nn.Module, df: pd.DataFrame, split: str = "test", progress: bool = False) -> np.ndarray:
+        """Probabilities (N, n_labels) for the rows of ``df`` in order."""
+        loader = self.loader(df, split, False, self.cfg.eval.batch_size)
+        logits = run_inference(model, loader, select_device(self.cfg.train.device), self.prepare_batch(),
+                               amp=self.cfg.train.amp, progress=progress)
+        return sigmoid(logits.reshape(len(df), -1))
+
+    def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray, with_truth: bool = True) -> pd.DataFrame:
+        thr = self.thresholds()
+        out = pd.DataFrame({"case_id": df[self.case_column].astype(str).values})
+        for col in self.id_columns:
+            if col in df.columns:
+                out[col] = df[col].values
+        if "split" in df.columns:
+            out["split"] = df["split"].values
+        for j, lab in enumerate(self.labels):
+            if with_truth:
+                out[f"true_{lab}"] = df[lab].astype(int).values
+            out[f"prob_{lab}"] = probs[:, j]
+            out[f"pred_{lab}"] = (probs[:, j] >= thr[lab]).astype(int)
+        return out
+
+    def evaluate(self, run: RunDir, df: pd.DataFrame, fit_result: FitResult | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+        from medtasks.metrics.summary import multilabel_summary
+
+        split = self.cfg.eval.split
+        test_df = df[df.split == split].reset_index(drop=True)
+        if test_df.empty:
+            raise ValueError(f"eval.split={split!r} has no rows in the manifest")
+        model = self.load_model(run, "best")
+        probs = self.infer(model, test_df, split, progress=True)
+        preds = self.prediction_frame(test_df, probs)
+        write_csv_atomic(preds, run / "predictions.csv")
+        y = test_df[list(self.labels)].astype(int).values
+        thr = self.thresholds()
+        summary = multilabel_summary(y, probs, list(self.labels), test_df[self.group_column].astype(str).values,
+                                     thresholds=thr, class_weights=self.class_weights(), headline=self.headline(),
+                                     n_boot=self.cfg.eval.n_boot, seed=self.cfg.seed,
+                                     n_bins=self.cfg.eval.calibration_bins)
+        metrics = {"task": self.name, "kind": self.kind, "synthetic": bool(self.cfg.data.synthetic),
+                   "config_hash": config_hash(self.cfg), "split": split, "labels": list(self.labels),
+                   "thresholds": thr, **summary, "warnings": list(warnings or [])}
+        if fit_result is not None:
+            metrics.update(best_epoch=fit_result.best_epoch, epochs_run=fit_result.epochs_run,
+                           train_time_s=fit_result.train_time_s)
+        write_json_atomic(run / "metrics.json", metrics)
+        return metrics
+
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
+        """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_*."""
+        model = self.load_model(run, "best")
+        probs = self.infer(model, df.assign(split="predict"), "predict", progress=progress)
+        return self.prediction_frame(df, probs, with_truth=False)
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """Plain-text per-class table (printed at the end of `medtasks run`)."""
+    rows = [f"{'label':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'roc_auc':>10}{'support':>9}"]
+    for lab, m in metrics["per_class"].items():
+        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
+        rows.append(f"{lab:<18}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{auc:>10}{m['support']:>9}")
+    for avg in ("macro", "weighted"):
+        m = metrics[avg]
+        rows.append(f"{avg + ' avg':<18}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{'':>10}{'':>9}")
+    return "\n".join(rows)

@@ -1,0 +1,182 @@
+"""ich_classify — RSNA intracranial hemorrhage, 6 labels per head-CT slice.
+
+Source: ``seeds/ich_classify_rsna_report.txt``. DICOM -> HU (RescaleSlope/Intercept, RSNA
+wrapped-pixel fix) -> brain / subdural / bone windows as 3 channels -> resize -> channel
+normalisation; a position-aware backbone (slice ``z_normalized`` -> 64-d MLP, fused -> 256 -> 6)
+trained with the RSNA-weighted BCE (any = 2).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from monai.engines.utils import PrepareBatchExtraInput
+from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Resized
+
+from medtasks.config import to_dict
+from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
+from medtasks.data.scan import scan_files
+from medtasks.data.series import add_z_normalized
+from medtasks.io.dicom import read_header
+from medtasks.io.rsna import read_rsna_labels, submission_frame
+from medtasks.registry import LOSSES, MODELS, TASKS
+from medtasks.tasks.base import PrepareResult
+from medtasks.tasks.classification import ClassificationTask
+from medtasks.tasks.ich_config import LABELS, IchConfig
+from medtasks.transforms.augment import build_augmentation
+from medtasks.transforms.ct import CTWindowsd, LoadDicomHUd
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MANIFEST_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "Z",
+                    "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural",
+                    "z_normalized", "path")
+
+
+def find_dicoms(source: Path) -> list[str]:
+    """Every ``*.dcm`` below ``source`` (or ``source`` itself), sorted for a stable manifest order."""
+    source = Path(source)
+    if source.is_file():
+        return [str(source)]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    return sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".dcm", ".dicom"))
+
+
+def index_dicoms(source: Path, workers: int | None = None, progress: bool = True) -> tuple[pd.DataFrame, Rejected]:
+    """Header-only scan of a DICOM file/folder -> one row per usable slice, with ``z_normalized``."""
+    paths = find_dicoms(source)
+    if not paths:
+        raise FileNotFoundError(f"{source}: no .dcm files found")
+    rows, rejected = scan_files(paths, partial(read_header, modality="CT", require_position=True),
+                                workers=workers, desc="reading DICOM headers", progress=progress)
+    cols = ["patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "z", "path"]
+    df = pd.DataFrame(rows, columns=cols).rename(columns={"z": "Z"})
+    dup = df.duplicated("sop_instance_uid", keep="first")
+    for p in df.loc[dup, "path"]:
+        rejected.add(p, "duplicate_sop", "another file has the same SOPInstanceUID; the first (sorted) is kept")
+    df = df[~dup]
+    return add_z_normalized(df), rejected
+
+
+@TASKS.register("ich_classify")
+class IchClassify(ClassificationTask):
+    """Intracranial hemorrhage: 5 subtypes + any, per head-CT slice."""
+
+    name = "ich_classify"
+    kind = "multilabel"
+    labels = LABELS
+    Config = IchConfig
+    source_report = "ich_classify_rsna_report.txt"
+    summary = "head-CT DICOM slices -> 6 hemorrhage labels; 3 CT windows, slice-position-aware CNN"
+    required_columns = ("patient_id", "series_instance_uid", "sop_instance_uid", "z_normalized", "path", *LABELS)
+    id_columns = ("patient_id", "series_instance_uid", "sop_instance_uid", "z_normalized")
+    case_column = "sop_instance_uid"
+
+    # ---- data ---------------------------------------------------------------------------------
+    def prepare(self, source: Path, out: Path, labels: Path | None = None, workers: int | None = None,
+                progress: bool = True) -> PrepareResult:
+        """RSNA layout (``stage_2_train/ID_*.dcm`` + ``stage_2_train.csv``) -> manifest + rejected.csv."""
+        source, out = Path(source), Path(out)
+        if labels is None and (source / "stage_2_train.csv").is_file():
+            labels = source / "stage_2_train.csv"
+        if labels is None:
+            raise FileNotFoundError(f"no label file: pass --labels <stage_2_train.csv> (none found in {source})")
+        table = read_rsna_labels(labels, LABELS)
+        df, rejected = index_dicoms(source, workers, progress)
+        has = df["sop_instance_uid"].isin(table.index)
+        for p in df.loc[~has, "path"]:
+            rejected.add(p, "no_label", f"SOPInstanceUID not in {Path(labels).name}")
+        df = df[has].join(table, on="sop_instance_uid")
+        df = add_z_normalized(df)  # recompute on the labelled slices: positions of rejected slices are unknown
+        df["path"] = relative_paths(df["path"], out.resolve().parent)
+        df = df[list(MANIFEST_COLUMNS)].sort_values(["patient_id", "series_instance_uid", "Z"], kind="stable")
+        write_csv_atomic(df, out)
+        rej_path = out.with_name(out.stem + ".rejected.csv")
+        rejected.write(rej_path)
+        log.info("prepare: %d slices of %d patients -> %s; %d rejected -> %s", len(df), df.patient_id.nunique(),
+                 out, len(rejected), rej_path)
+        return PrepareResult(out, rej_path, len(df), len(rejected))
+
+    def synthesize(self, cache_dir: Path) -> PrepareResult:
+        from medtasks.synth.head_ct import generate_head_ct
+
+        s = self.cfg.synth
+        folder = Path(cache_dir) / f"ich_classify-synth-n{s.n_patients}-m{s.matrix}-seed{s.seed}"
+        labels = generate_head_ct(folder, **{k: v for k, v in to_dict(s).items() if k != "seed"}, seed=s.seed)
+        return self.prepare(folder, folder / "manifest.csv", labels=labels)
+
+    def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
+        lab = df[list(LABELS)].to_numpy(np.float32) if set(LABELS) <= set(df.columns) else np.zeros((len(df), 6), np.float32)
+        return [{"image": p, "label": lab[i], "z": np.float32(z)}
+                for i, (p, z) in enumerate(zip(df["path"], df["z_normalized"]))]
+
+    def fit_state(self, train_records: list[dict[str, Any]]) -> None:
+        """Channel mean/std of the windowed, resized training slices (``input.normalize: dataset``)."""
+        mode = self.cfg.input.normalize
+        if mode == "imagenet":
+            self.state["norm_mean"], self.state["norm_std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        elif mode == "dataset":
+            rng = np.random.default_rng(self.cfg.seed)
+            pick = rng.choice(len(train_records), size=min(self.cfg.input.norm_samples, len(train_records)), replace=False)
+            load = self._deterministic()
+            stack = np.stack([np.asarray(load({"image": train_records[i]["image"]})["image"]) for i in sorted(pick)])
+            self.state["norm_mean"] = stack.mean(axis=(0, 2, 3)).round(6).tolist()
+            self.state["norm_std"] = np.maximum(stack.std(axis=(0, 2, 3)), 1e-6).round(6).tolist()
+        log.info("input normalisation: %s", {k: self.state.get(k) for k in ("norm_mean", "norm_std")})
+
+    # ---- builders -----------------------------------------------------------------------------
+    def _deterministic(self) -> Compose:
+        size = self.cfg.input.size
+        return Compose([LoadDicomHUd(keys="image"), CTWindowsd(keys="image", windows=self.cfg.input.windows),
+                        Resized(keys="image", spatial_size=(size, size), mode="area")])
+
+    def build_transforms(self, split: str) -> Compose:
+        steps = list(self._deterministic().transforms)
+        if split == "train":
+            steps += build_augmentation(["image"], to_dict(self.cfg.augment), self.cfg.input.size)
+        if "norm_mean" in self.state:
+            steps.append(NormalizeIntensityd(keys="image", subtrahend=self.state["norm_mean"],
+                                             divisor=self.state["norm_std"], channel_wise=True))
+        steps.append(EnsureTyped(keys=("image", "label"), track_meta=False))
+        return Compose(steps)
+
+    def build_model(self):
+        m = self.cfg.model
+        return MODELS.get(m.name)(backbone=m.backbone, n_outputs=len(LABELS), in_channels=len(self.cfg.input.windows),
+                                  use_position=m.use_position, position_dim=m.position_dim, fusion_dim=m.fusion_dim,
+                                  dropout=m.dropout, pretrained=m.pretrained, weights=m.weights)
+
+    def build_loss(self):
+        return LOSSES.get(self.cfg.loss.name)(class_weights=self.cfg.loss.class_weights, pos_weight=self.cfg.loss.pos_weight)
+
+    def prepare_batch(self) -> Any:
+        return PrepareBatchExtraInput(extra_keys=("z",))
+
+    def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
+        return index_dicoms(source)
+
+    def write_predict_outputs(self, frame: pd.DataFrame, out_dir: Path) -> None:
+        """Kaggle submission format: ``ID_<sop>_<subtype>,Label`` (probabilities)."""
+        probs = frame[[f"prob_{lab}" for lab in LABELS]].to_numpy()
+        write_csv_atomic(submission_frame(frame["sop_instance_uid"].tolist(), probs, LABELS), out_dir / "submission.csv")
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def class_weights(self) -> list[float]:
+        return list(self.cfg.loss.class_weights)
+
+    def headline(self) -> tuple[str, ...]:
+        return ("weighted_f1", "any_auc", "rsna_weighted_log_loss")
+
+    def val_metrics(self, y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+        from medtasks.metrics.classification import rsna_weighted_log_loss
+
+        out = super().val_metrics(y_true, y_prob)
+        out["rsna_weighted_log_loss"] = rsna_weighted_log_loss(y_true, y_prob, self.class_weights())
+        return out

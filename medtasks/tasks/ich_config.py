@@ -1,0 +1,85 @@
+"""Config schema of ``ich_classify`` (values: ``configs/ich_classify.yaml`` and ``.demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.registry import BACKBONES, did_you_mean
+from medtasks.schema import RunConfig
+
+LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+
+
+@dataclass
+class IchModelConfig:
+    name: Literal["position_aware_classifier"] = "position_aware_classifier"
+    backbone: str = "resnet50"              # resnet50 | efficientnet_b4 | resnet18
+    use_position: bool = True               # false = the report's image-only ablation
+    position_dim: int = 64                  # position MLP 1 -> 64
+    fusion_dim: int = 256                   # fusion MLP (features + 64) -> 256
+    dropout: float = 0.3
+    pretrained: Optional[Literal["imagenet"]] = None   # downloads torchvision weights (needs network)
+    weights: Optional[str] = None           # local state-dict file (torchvision layout)
+
+    def validate(self) -> None:
+        import medtasks.models  # noqa: F401  (registers the backbones)
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}.{did_you_mean(self.backbone, BACKBONES.names())}")
+
+
+@dataclass
+class IchInputConfig:
+    windows: list[tuple[float, float]] = field(default_factory=lambda: [(40.0, 80.0), (50.0, 130.0), (600.0, 2800.0)])
+    size: int = 224                         # 224 for ResNet50, 380 for EfficientNet-B4
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"   # channel mean/std: fitted on train, ImageNet's, or none
+    norm_samples: int = 256                 # training slices used to fit the dataset mean/std
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5                      # probability
+    vflip: float = 0.0
+    rotate_deg: float = 10.0                # uniform +-deg
+    rotate_prob: float = 0.5
+    brightness: float = 0.1                 # additive shift range (windowed [0,1] units)
+    contrast: float = 0.1                   # multiplicative range 1 +- contrast
+    noise_std: float = 0.02                 # Gaussian noise std
+    noise_prob: float = 0.5
+    resized_crop_scale: Optional[list[float]] = field(default_factory=lambda: [0.85, 1.0])  # area fraction range
+    erasing_prob: float = 0.25              # random erasing (coarse dropout)
+
+
+@dataclass
+class IchLossConfig:
+    name: Literal["weighted_bce"] = "weighted_bce"
+    class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 2.0])  # RSNA: any = 2
+    pos_weight: Optional[list[float]] = None   # optional per-class positive weights
+
+    def validate(self) -> None:
+        for name, v in (("class_weights", self.class_weights), ("pos_weight", self.pos_weight)):
+            if v is not None and len(v) != len(LABELS):
+                raise ConfigError(f"{name}: expected {len(LABELS)} values (order {', '.join(LABELS)}), got {len(v)}")
+
+
+@dataclass
+class IchSynthConfig:
+    n_patients: int = 40
+    matrix: int = 256
+    slices_per_series: tuple[int, int] = (24, 32)
+    slice_thickness: float = 5.0
+    p_hemorrhage: float = 0.6
+    p_wrapped: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class IchConfig(RunConfig):
+    task: str = "ich_classify"
+    model: IchModelConfig = field(default_factory=IchModelConfig)
+    input: IchInputConfig = field(default_factory=IchInputConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: IchLossConfig = field(default_factory=IchLossConfig)
+    synth: IchSynthConfig = field(default_factory=IchSynthConfig)

@@ -94,7 +94,7 @@ class HistoryWriter:
         self._losses, self._t0 = [], time.perf_counter()
 
     def _loss(self, engine: Engine) -> None:
-        self._losses.append(float(engine.state.output["loss"]))
+        self._losses.append(float(engine.state.output["loss"].detach()))
 
     def _write(self, engine: Engine) -> None:
         row: dict[str, Any] = {"epoch": engine.state.epoch,

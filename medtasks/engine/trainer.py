@@ -77,6 +77,11 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 def load_checkpoint(path: str | Path, objects: Mapping[str, Any], device: torch.device | str = "cpu") -> None:
     """Load a ``best.pt``/``last.pt`` into ``objects`` (only tensors/plain types: weights_only)."""
     state = torch.load(path, map_location=device, weights_only=True)
+    if len(objects) == 1:
+        # ignite stores a one-object checkpoint (best.pt) as that object's bare state dict
+        (key, obj), = objects.items()
+        obj.load_state_dict(state[key] if key in state and isinstance(state[key], dict) else state)
+        return
     Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in state}, checkpoint=state)
 
 
@@ -164,7 +169,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     last_ckpt = Checkpoint(to_save, FixedNameSaver(ckpt_dir, "last.pt"), n_saved=1)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)
     if progress:
-        ProgressBar(persist=True, ncols=100).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
+        ProgressBar(persist=True, ncols=100).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"].detach())})
 
     last_path = ckpt_dir / "last.pt"
     if resume:

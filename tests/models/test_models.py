@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medtasks.losses.classification import WeightedBCEWithLogits
+from medtasks.models.backbones import WeightsError
+from medtasks.models.position_aware import PositionAwareClassifier
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "efficientnet_b4"])
+@pytest.mark.parametrize("use_position", [True, False])
+def test_output_shape(backbone, use_position):
+    net = PositionAwareClassifier(backbone, n_outputs=6, use_position=use_position).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64), torch.tensor([0.0, 1.0]))
+    assert out.shape == (2, 6)
+    assert (net.position is not None) == use_position
+    assert net.head[0].in_features == {"resnet18": 512, "resnet50": 2048, "efficientnet_b4": 1792}[backbone] + 64 * use_position
+
+
+def test_position_changes_output_only_with_position():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    net = PositionAwareClassifier("resnet18", use_position=True).eval()
+    with torch.no_grad():
+        assert not torch.allclose(net(x, torch.tensor([0.0])), net(x, torch.tensor([1.0])))
+    net = PositionAwareClassifier("resnet18", use_position=False).eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x, torch.tensor([0.0])), net(x, torch.tensor([1.0])))
+    with pytest.raises(ValueError, match="pass z"):
+        PositionAwareClassifier("resnet18")(x)
+
+
+def test_nine_channel_input_and_local_weights(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    net = PositionAwareClassifier("resnet18", in_channels=9, weights=str(tmp_path / "r18.pth"))
+    assert net.backbone.conv1.in_channels == 9
+    assert torch.allclose(net.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    with pytest.raises(WeightsError, match="does not exist"):
+        PositionAwareClassifier("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_offline_imagenet_is_one_clear_error(monkeypatch):
+    import torchvision.models as tvm
+
+    def boom(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvm, "resnet18", boom)
+    with pytest.raises(WeightsError, match="model.pretrained=null"):
+        PositionAwareClassifier("resnet18", pretrained="imagenet")
+
+
+def test_weighted_bce_matches_rsna_formula():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0, -3.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
+    w = torch.tensor([1, 1, 1, 1, 1, 2.0])
+    p = torch.sigmoid(logits)
+    per = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+    expected = (per * w).sum() / w.sum()
+    assert torch.allclose(WeightedBCEWithLogits([1, 1, 1, 1, 1, 2])(logits, target), expected)

@@ -241,4 +241,4 @@ def load_config(path: str | Path | None, schema: type, overrides: Sequence[str] 
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)

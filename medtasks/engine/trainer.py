@@ -180,7 +180,10 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         trainer.state.max_epochs = epochs
 
     t0 = time.perf_counter()
-    trainer.run()
+    if resume and trainer.state.epoch >= epochs:
+        log.info("run already trained %d of %d epochs; nothing to resume", trainer.state.epoch, epochs)
+    else:
+        trainer.run()
     elapsed = time.perf_counter() - t0
     rows = history.rows
     scored = [r for r in rows if isinstance(r.get(monitor), float) and math.isfinite(r[monitor])]

@@ -17,13 +17,34 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _lenient(fn: _F) -> _F:
+    """Read with pydicom's value validation off: RSNA's anonymised files put ``ID_...`` strings in
+    UI elements, which pydicom would otherwise warn about once per element per file."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = pydicom.config.settings
+        mode = settings.reading_validation_mode
+        settings.reading_validation_mode = pydicom.config.IGNORE
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            settings.reading_validation_mode = mode
+
+    return wrapper  # type: ignore[return-value]
+
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +188,7 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+@_lenient
 def read_header(
     path: str | os.PathLike[str], modality: str | None = "CT", require_position: bool = True
 ) -> dict[str, Any]:
@@ -285,6 +307,7 @@ def fix_wrapped_pixels(
     return out, -1000.0
 
 
+@_lenient
 def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None = "CT") -> np.ndarray:
     """Read one 2-D slice as Hounsfield units.
 

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from monai.engines.utils import PrepareBatchExtraInput
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Resized
+from monai.transforms import Compose
 
+import medtasks.losses  # noqa: F401  (registers losses)
+import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
 from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
 from medtasks.data.scan import scan_files
@@ -29,7 +31,7 @@ from medtasks.tasks.base import PrepareResult
 from medtasks.tasks.classification import ClassificationTask
 from medtasks.tasks.ich_config import LABELS, IchConfig
 from medtasks.transforms.augment import build_augmentation
-from medtasks.transforms.ct import CTWindowsd, LoadDicomHUd
+from medtasks.transforms.ct import ct_window_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +135,12 @@ class IchClassify(ClassificationTask):
 
     # ---- builders -----------------------------------------------------------------------------
     def _deterministic(self) -> Compose:
-        size = self.cfg.input.size
-        return Compose([LoadDicomHUd(keys="image"), CTWindowsd(keys="image", windows=self.cfg.input.windows),
-                        Resized(keys="image", spatial_size=(size, size), mode="area")])
+        return ct_window_pipeline(("image",), self.cfg.input.windows, self.cfg.input.size)
 
     def build_transforms(self, split: str) -> Compose:
-        steps = list(self._deterministic().transforms)
-        if split == "train":
-            steps += build_augmentation(["image"], to_dict(self.cfg.augment), self.cfg.input.size)
-        if "norm_mean" in self.state:
-            steps.append(NormalizeIntensityd(keys="image", subtrahend=self.state["norm_mean"],
-                                             divisor=self.state["norm_std"], channel_wise=True))
-        steps.append(EnsureTyped(keys=("image", "label"), track_meta=False))
-        return Compose(steps)
+        aug = build_augmentation(["image"], to_dict(self.cfg.augment), self.cfg.input.size) if split == "train" else None
+        return ct_window_pipeline(("image",), self.cfg.input.windows, self.cfg.input.size,
+                                  self.state.get("norm_mean"), self.state.get("norm_std"), augment=aug)
 
     def build_model(self):
         m = self.cfg.model

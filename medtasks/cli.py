@@ -50,7 +50,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come before or after options (argparse cannot intermix them with subcommands)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if not (args.command == "run" and "=" in e and not e.startswith("-"))]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "run":
+        args.overrides = list(args.overrides) + [e for e in extra if e not in unknown]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from medtasks import api

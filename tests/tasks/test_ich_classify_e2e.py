@@ -157,3 +157,22 @@ def test_real_ct_slice_uncompressed_and_j2k_predict_identically(trained, tmp_pat
     cols = [c for c in a.columns if c.startswith("prob_")]
     assert np.array_equal(a[cols].to_numpy(), b[cols].to_numpy())
     assert a.z_normalized.item() == 0.5
+
+
+def test_patient_name_and_birth_date_never_leave_the_reader(trained, synth, tmp_path):
+    import pydicom
+
+    rd, _ = trained
+    src, _ = synth
+    names, births = set(), set()
+    for f in sorted((src / "stage_2_train").glob("*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        names.add(str(ds.PatientName))
+        births.add(str(ds.PatientBirthDate))
+    assert names and births
+    api.predict("ich_classify", rd.path, src / "stage_2_train", tmp_path / "p", progress=False)
+    texts = [p.read_text(errors="ignore") for root in (rd.path, tmp_path / "p")
+             for p in root.rglob("*") if p.suffix in (".csv", ".json", ".yaml", ".html")]
+    for t in texts:
+        for secret in names | births:
+            assert secret not in t

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -23,18 +22,10 @@ from typing import Any, Mapping
 import yaml
 
 from medtasks.config import dump_yaml
+from medtasks.io.atomic import write_text_atomic
 
 PACKAGES = ("medtasks", "torch", "torchvision", "monai", "pytorch-ignite", "pydicom", "pylibjpeg", "pylibjpeg-openjpeg",
             "numpy", "pandas", "scikit-learn", "iterative-stratification", "matplotlib")
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

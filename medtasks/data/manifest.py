@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from medtasks.io.atomic import atomic_path
+
 REJECTED_COLUMNS = ("path", "reason", "detail")
 
 
@@ -22,12 +24,9 @@ class ManifestError(ValueError):
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` to ``path`` via a temp file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def data_root(manifest: str | Path, root: str | None = None) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
+
+from medtasks.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,7 @@ def write_rows_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> None:
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

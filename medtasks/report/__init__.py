@@ -30,6 +30,8 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from medtasks.io.atomic import write_text_atomic
+
 from medtasks.registry import Registry, UnknownNameError, did_you_mean
 from medtasks.report import html as _html
 from medtasks.report import multilabel as _multilabel
@@ -198,6 +200,6 @@ def render_report(run_dir: str | Path) -> Path:
     parts.append(_html.environment_section(run))
 
     out = run.run_dir / "report.html"
-    _html.atomic_write_text(out, _html.page(f"{run.task} — {run.run_id}", parts))
+    write_text_atomic(out, _html.page(f"{run.task} — {run.run_id}", parts))
     logger.info("wrote %s", out)
     return out

@@ -3,7 +3,7 @@
 Figures are built as :class:`matplotlib.figure.Figure` objects on an explicit Agg canvas
 instead of through ``pyplot``: nothing is registered in pyplot's global figure manager, so no
 figure can leak or pop up a window, and the caller's backend choice is left alone. Each
-figure is written to ``<name>.png.tmp`` and moved into place with ``os.replace`` so a report
+figure is written to a temporary sibling and moved into place (``io.atomic``) so a report
 never links a half-written PNG.
 
 Font sizes are set through a local ``rc_context`` so a person can read the figure at the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
@@ -25,6 +24,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from medtasks.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +62,10 @@ def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **k
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and release its artists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
-        tmp.unlink(missing_ok=True)
         fig.clear()
     logger.debug("wrote %s", path)
     return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -74,16 +73,6 @@ def fmt_num(value: object, digits: int = 4) -> str:
     if not math.isfinite(number):
         return "n/a"
     return f"{number:.{digits}f}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via ``path.tmp`` + ``os.replace`` so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def table(

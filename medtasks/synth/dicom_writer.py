@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from medtasks.io.atomic import atomic_path
 
 __all__ = ["ENCODINGS", "SeriesHeader", "encode_pixels", "expected_hu", "format_ds", "write_ct_slice"]
 
@@ -169,8 +170,6 @@ def write_ct_slice(path: str | Path, hu: np.ndarray, header: SeriesHeader, sop_u
     """
     path = Path(path)
     stored, attrs = encode_pixels(hu, header.encoding)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _relaxed_validation():
+    with _relaxed_validation(), atomic_path(path) as tmp:
         ds = _build_dataset(stored, attrs, header, sop_uid, instance_number, z)
         ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)

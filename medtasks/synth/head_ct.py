@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from medtasks.io.atomic import write_text_atomic
 from medtasks.synth.dicom_writer import SeriesHeader, format_ds, write_ct_slice
 from medtasks.synth.head_ct_anatomy import AIR_HU, HeadShape, outer_half_extent, render_head, sample_head_shape
 from medtasks.synth.head_ct_fields import Frame, Pose, ramp, smoothstep
@@ -246,11 +246,6 @@ def render_series(plan: SeriesPlan, matrix: int, slice_thickness: float) -> tupl
                               hemorrhage=plan.hemorrhage, head_seed=plan.head_seed)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
-
 
 def generate_head_ct(out: str | Path, n_patients: int = 40, seed: int = 0, matrix: int = 256,
                      slices_per_series: tuple[int, int] = (24, 32), slice_thickness: float = 5.0,
@@ -308,8 +303,8 @@ def generate_head_ct(out: str | Path, n_patients: int = 40, seed: int = 0, matri
                 path.name.startswith(".ID_") and path.name.endswith(".tmp")):
             path.unlink()
     rows.sort(key=lambda r: r[0])  # file order carries no z information, as in RSNA's CSV
-    _write_text_atomic(csv_path, "ID,Label\n" + "".join(line + "\n" for _, lines in rows for line in lines))
-    _write_text_atomic(marker, json.dumps(params, sort_keys=True) + "\n")
+    write_text_atomic(csv_path, "ID,Label\n" + "".join(line + "\n" for _, lines in rows for line in lines))
+    write_text_atomic(marker, json.dumps(params, sort_keys=True) + "\n")
     n_pos = sum(int(lines[-1][-1]) for _, lines in rows)
     logger.info("wrote %d slices (%d with haemorrhage) and %s", len(rows), n_pos, csv_path)
     return csv_path

@@ -8,6 +8,8 @@ trained with the RSNA-weighted BCE (any = 2).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -110,8 +112,10 @@ class IchClassify(ClassificationTask):
         from medtasks.synth.head_ct import generate_head_ct
 
         s = self.cfg.synth
-        folder = Path(cache_dir) / f"ich_classify-synth-n{s.n_patients}-m{s.matrix}-seed{s.seed}"
-        labels = generate_head_ct(folder, **{k: v for k, v in to_dict(s).items() if k != "seed"}, seed=s.seed)
+        params = to_dict(s)
+        tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        folder = Path(cache_dir) / f"ich_classify-synth-n{s.n_patients}-seed{s.seed}-{tag}"
+        labels = generate_head_ct(folder, **params)
         return self.prepare(folder, folder / "manifest.csv", labels=labels)
 
     def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
 
     from medtasks.api import get_task_class
     from medtasks.config import load_config
-    from medtasks.tasks.ich_classify import find_dicoms
+    from medtasks.data.dicom_index import find_dicoms
 
     torch.set_num_threads(1)  # both sides single-threaded: the comparison is per core
     cls = get_task_class(task_name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 log = logging.getLogger("medtasks")
 
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             for t in rows:
                 print(f"{t['name']:<16}{t['kind']:<14}{t['source']:<38}{t['summary']}")
         elif args.command == "run":
-            from medtasks.tasks.classification import per_class_table
+            from medtasks.report.text import per_class_table
 
             rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
                                   runs_dir=args.runs_dir, resume=args.resume)

@@ -10,18 +10,18 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 
-from medtasks.io.atomic import atomic_path
+from medtasks.data.manifest import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,6 @@ class HistoryWriter:
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["time_s"] = round(time.perf_counter() - self._t0, 2)
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        write_rows_csv(self.path, self.rows)
+        write_csv_atomic(pd.DataFrame(self.rows), self.path)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
         log.info("epoch %d: %s", row["epoch"], shown)
-
-
-def write_rows_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> None:
-    """Write dict rows to CSV atomically (temp file + rename); columns = union in first-seen order."""
-    path = Path(path)
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=cols)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -9,7 +9,6 @@ inference for ``predict``. Binary tasks are the one-label case.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,15 +155,3 @@ class ClassificationTask(Task):
         model = self.load_model(run, "best")
         probs = self.infer(model, df.assign(split="predict"), "predict", progress=progress)
         return self.prediction_frame(df, probs, with_truth=False)
-
-
-def per_class_table(metrics: dict[str, Any]) -> str:
-    """Plain-text per-class table (printed at the end of `medtasks run`)."""
-    rows = [f"{'label':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'roc_auc':>10}{'support':>9}"]
-    for lab, m in metrics["per_class"].items():
-        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
-        rows.append(f"{lab:<18}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{auc:>10}{m['support']:>9}")
-    for avg in ("macro", "weighted"):
-        m = metrics[avg]
-        rows.append(f"{avg + ' avg':<18}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{'':>10}{'':>9}")
-    return "\n".join(rows)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
 from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
-from medtasks.data.scan import scan_files
+from medtasks.data.dicom_index import index_dicoms
 from medtasks.data.series import add_z_normalized
-from medtasks.io.dicom import read_header
 from medtasks.io.rsna import read_rsna_labels, submission_frame
 from medtasks.registry import LOSSES, MODELS, TASKS
 from medtasks.tasks.base import PrepareResult
@@ -41,32 +39,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MANIFEST_COLUMNS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "Z",
                     "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural",
                     "z_normalized", "path")
-
-
-def find_dicoms(source: Path) -> list[str]:
-    """Every ``*.dcm`` below ``source`` (or ``source`` itself), sorted for a stable manifest order."""
-    source = Path(source)
-    if source.is_file():
-        return [str(source)]
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    return sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".dcm", ".dicom"))
-
-
-def index_dicoms(source: Path, workers: int | None = None, progress: bool = True) -> tuple[pd.DataFrame, Rejected]:
-    """Header-only scan of a DICOM file/folder -> one row per usable slice, with ``z_normalized``."""
-    paths = find_dicoms(source)
-    if not paths:
-        raise FileNotFoundError(f"{source}: no .dcm files found")
-    rows, rejected = scan_files(paths, partial(read_header, modality="CT", require_position=True),
-                                workers=workers, desc="reading DICOM headers", progress=progress)
-    cols = ["patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "z", "path"]
-    df = pd.DataFrame(rows, columns=cols).rename(columns={"z": "Z"})
-    dup = df.duplicated("sop_instance_uid", keep="first")
-    for p in df.loc[dup, "path"]:
-        rejected.add(p, "duplicate_sop", "another file has the same SOPInstanceUID; the first (sorted) is kept")
-    df = df[~dup]
-    return add_z_normalized(df), rejected
 
 
 @TASKS.register("ich_classify")

@@ -4,7 +4,7 @@ The transforms expect channel-first images in [0, 1], i.e. the output of
 :class:`medtasks.transforms.ct.CTWindowsd` after resizing and *before* intensity
 normalisation (brightness/contrast ranges and the erase fill value are in those
 units). Pass the list as ``ct_window_pipeline(..., augment=build_augmentation(...))``
-or insert it yourself between ``Resized`` and ``NormalizeIntensityd``.
+or insert it yourself between the resize and the channel normalisation.
 
 Example:
     >>> from monai.transforms import Compose

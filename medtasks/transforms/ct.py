@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import Compose, EnsureTyped, MapTransform, NormalizeIntensityd, Resized, Transform
+from monai.transforms import Compose, EnsureTyped, MapTransform, Transform
 
 from medtasks.io.dicom import read_hu
+from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,11 @@ class CTWindowsd(MapTransform):
     Args:
         keys: Keys holding HU images of shape ``(H, W)`` or ``(k, H, W)``.
         windows: ``(level, width)`` pairs in HU.
+        mean: Optional per-output-channel mean: the windows come out channel-normalised,
+            ``(window - mean[c]) / std[c]``, computed in the same pass (for pipelines with no
+            augmentation between windowing and normalisation; a test checks it matches the
+            two steps done apart).
+        std: Per-output-channel std (> 0), given together with ``mean``.
         allow_missing_keys: Skip absent keys instead of raising.
 
     Example:
@@ -126,13 +132,23 @@ class CTWindowsd(MapTransform):
         self,
         keys: KeysCollection,
         windows: Sequence[tuple[float, float]] = DEFAULT_WINDOWS,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self.std = None if std is None else np.asarray(std, dtype=np.float64)
+        if self.std is not None and (self.std.shape != self.mean.shape or not (self.std > 0).all()):
+            raise ValueError(f"mean and std need the same length and std > 0, got {list(mean)}, {list(std)}")
         if len(windows) == 0:
             raise ValueError("CTWindowsd needs at least one (level, width) window")
         self.windows = [(float(level), float(width)) for level, width in windows]
         self._bounds = [_window_bounds(level, width) for level, width in self.windows]
+        self._lows = np.array([b[0] for b in self._bounds], dtype=np.float32).reshape(-1, 1, 1, 1)
+        self._widths = np.array([b[1] for b in self._bounds], dtype=np.float32).reshape(-1, 1, 1, 1)
 
     def window(self, hu: ArrayT) -> ArrayT:
         """Window one image; see the class docstring for the channel order."""
@@ -149,13 +165,37 @@ class CTWindowsd(MapTransform):
             src = plain if plain.dtype == torch.float32 else plain.float()
             out = torch.empty((n_out, *src.shape[1:]), dtype=torch.float32, device=src.device)
         else:
-            src = np.asarray(hu)
-            out = np.empty((n_out, *src.shape[1:]), dtype=np.float32)
+            src = np.asarray(hu, dtype=np.float32)
+            if self.mean is not None:
+                return self._window_normalise(src)
+            # numpy: all windows in three whole-block operations (broadcast over the windows).
+            out = np.empty((len(self._bounds), *src.shape), dtype=np.float32)
+            np.subtract(src[None], self._lows, out=out)
+            np.divide(out, self._widths, out=out)
+            np.clip(out, 0.0, 1.0, out=out)
+            return out.reshape(n_out, *src.shape[1:])
         for i, (low, width) in enumerate(self._bounds):
             _window_into(src, low, width, out[i * k : (i + 1) * k])
+        if self.mean is not None:
+            out.sub_(torch.as_tensor(self.mean, dtype=torch.float32, device=out.device).view(-1, 1, 1))
+            out.div_(torch.as_tensor(self.std, dtype=torch.float32, device=out.device).view(-1, 1, 1))
         if isinstance(hu, MetaTensor):
             return MetaTensor(out, meta=hu.meta, applied_operations=hu.applied_operations)
         return out
+
+    def _window_normalise(self, src: np.ndarray) -> np.ndarray:
+        # (clip((x - low) / w, 0, 1) - m) / s == clip(x * a + b, -m / s, (1 - m) / s) with a = 1 / (w s),
+        # b = -(low / w + m) / s, because s > 0: four passes over the block instead of five.
+        nw, k = len(self._bounds), src.shape[0]
+        if self.mean.size != nw * k:
+            raise ValueError(f"{nw * k} output channels but {self.mean.size} mean/std values")
+        m, s = self.mean.reshape(nw, k, 1, 1), self.std.reshape(nw, k, 1, 1)
+        low, width = self._lows.astype(np.float64), self._widths.astype(np.float64)
+        out = np.multiply(src[None], (1.0 / (width * s)).astype(np.float32))
+        out += (-(low / width + m) / s).astype(np.float32)
+        np.maximum(out, (-m / s).astype(np.float32), out=out)
+        np.minimum(out, ((1.0 - m) / s).astype(np.float32), out=out)
+        return out.reshape(nw * k, *src.shape[1:])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -177,12 +217,12 @@ def ct_window_pipeline(
 ) -> Compose:
     """DICOM path -> windowed, resized, normalised float32 tensor.
 
-    Steps: :class:`LoadDicomHUd` -> ``Resized`` (in HU) to
-    ``(size, size)`` with ``resize_mode`` (default ``"area"``: box-filter averaging,
-    the anti-aliased choice when shrinking 512 -> 224, nearest-like when enlarging;
-    ``"bilinear"`` is ~1.5x faster but aliases when shrinking) -> :class:`CTWindowsd` -> ``augment`` (if given; they see [0, 1] windowed images, see
+    Steps: :class:`LoadDicomHUd` -> :class:`~medtasks.transforms.resize.ResizeImaged` (in HU) to
+    ``(size, size)`` with ``resize_mode`` (default ``"area"``: integer box reduction then
+    bilinear, anti-aliased when shrinking 512 -> 224; ``"bilinear"`` aliases when shrinking by
+    2x or more) -> :class:`CTWindowsd` -> ``augment`` (if given; they see [0, 1] windowed images, see
     :func:`medtasks.transforms.augment.build_augmentation`) -> channel-wise
-    ``NormalizeIntensityd`` with ``mean``/``std`` -> ``EnsureTyped`` (plain
+    :class:`~medtasks.transforms.resize.NormalizeChannelsd` with ``mean``/``std`` -> ``EnsureTyped`` (plain
     ``torch.Tensor``, no MetaTensor, so batches collate cheaply).
 
     Args:
@@ -193,7 +233,7 @@ def ct_window_pipeline(
         std: Per-channel std; must be given together with ``mean``.
         augment: Random transforms inserted between resizing and normalisation.
         modality: Required Modality; ``None`` accepts any.
-        resize_mode: Interpolation mode passed to MONAI ``Resized``.
+        resize_mode: ``"area"``, ``"bilinear"`` or ``"nearest"`` (see :mod:`medtasks.transforms.resize`).
 
     Returns:
         A MONAI ``Compose``; call ``.set_random_state(seed)`` for reproducible augmentation.
@@ -215,17 +255,16 @@ def ct_window_pipeline(
     # one resize instead of k, which is most of this pipeline's time at 512 -> 224.
     steps: list[Transform] = [LoadDicomHUd(keys, modality=modality)]
     if size is not None:
-        steps.append(Resized(keys, spatial_size=(size, size), mode=resize_mode))
+        steps.append(ResizeImaged(keys, size, mode=resize_mode))
+    if mean is not None and std is not None and not augment:
+        # Nothing in between: window and normalise in one pass.
+        steps.append(CTWindowsd(keys, windows, mean=mean, std=std))
+        steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+        return Compose(steps)
     steps.append(CTWindowsd(keys, windows))
     steps.extend(augment or [])
     if mean is not None and std is not None:
-        steps.append(
-            NormalizeIntensityd(
-                keys,
-                subtrahend=np.asarray(mean, dtype=np.float32),
-                divisor=np.asarray(std, dtype=np.float32),
-                channel_wise=True,
-            )
-        )
-    steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+        steps.append(NormalizeChannelsd(keys, mean, std, as_tensor=True))  # ends as a plain tensor
+    else:
+        steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
     return Compose(steps)

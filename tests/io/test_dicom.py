@@ -242,3 +242,55 @@ def test_read_hu_speed_vs_bare_decode(tmp_path: Path) -> None:
     logger.info("read_hu %.3f ms/file, bare decode %.3f ms/file, ratio %.2f", ours / 0.2, bare / 0.2, ratio)
     # The acceptance target (0.7) is checked by the benchmark; here a margin for noisy shared CPUs.
     assert ratio > 0.5, f"read_hu is {ratio:.2f}x the speed of a bare decode"
+
+
+def _native_cases(tmp_path: Path) -> list[Path]:
+    """Files whose raw buffers need every branch of the fast path: full 16 bits (signed and
+    unsigned), unused high bits set (unsigned: cleared; signed 12-bit: sign-extended), 8-bit,
+    implicit VR, plus pydicom's own uncompressed and compressed test files."""
+    rng = np.random.default_rng(3)
+    noisy = rng.integers(0, 65536, (16, 20), dtype=np.uint16)  # high bits set on purpose
+    paths = [
+        write_ct(tmp_path / "u16.dcm", noisy),
+        write_ct(tmp_path / "u12.dcm", noisy, BitsStored=12, HighBit=11),
+        write_ct(tmp_path / "s16.dcm", noisy.view(np.int16)),
+        write_ct(tmp_path / "s12.dcm", noisy.view(np.int16), BitsStored=12, HighBit=11),
+    ]
+    ds = pydicom.dcmread(paths[1])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 7, 6
+    ds.PixelData = rng.integers(0, 256, (16, 20), dtype=np.uint8).tobytes()
+    ds.save_as(tmp_path / "u8.dcm")
+    ds = pydicom.dcmread(paths[3])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "implicit.dcm", enforce_file_format=True)
+    paths += [tmp_path / "u8.dcm", tmp_path / "implicit.dcm"]
+    names = ["CT_small.dcm", "MR_small.dcm", "693_UNCR.dcm", "693_J2KR.dcm", "MR_small_bigendian.dcm"]
+    return paths + [Path(get_testdata_file(n)) for n in names]
+
+
+def test_native_fast_path_equals_pydicom(tmp_path: Path) -> None:
+    from medtasks.io.dicom import _native_pixels
+
+    used = 0
+    for path in _native_cases(tmp_path):
+        ds = pydicom.dcmread(path)
+        fast = _native_pixels(pydicom.dcmread(path))
+        if fast is None:  # compressed / big endian: pydicom decodes
+            assert str(ds.file_meta.TransferSyntaxUID) not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"), path
+            continue
+        used += 1
+        ref = ds.pixel_array
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape, path
+        np.testing.assert_array_equal(fast, ref, err_msg=str(path))
+        assert fast.flags.writeable
+    assert used >= 7
+
+
+def test_read_hu_short_pixel_buffer_is_unreadable(tmp_path: Path) -> None:
+    path = write_ct(tmp_path / "short.dcm", np.zeros((8, 8), np.int16))
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:50]
+    ds.save_as(path)
+    with pytest.raises(DicomReadError) as info:
+        read_hu(path)
+    assert info.value.reason == "unreadable"

@@ -132,3 +132,23 @@ def test_pipeline_with_seeded_augmentation() -> None:
     first = run(3)
     assert type(first) is torch.Tensor and tuple(first.shape) == (3, 64, 64) and first.dtype == torch.float32
     assert torch.equal(first, run(3))
+
+
+def test_fused_window_normalise_matches_two_steps() -> None:
+    from medtasks.transforms.resize import NormalizeChannelsd
+
+    rng = np.random.default_rng(5)
+    hu = rng.uniform(-1200, 3200, (3, 32, 32)).astype(np.float32)  # 2.5-D: 3 slices x 3 windows
+    hu[0, 0, :4] = [10.0, 40.0, 80.0, -1000.0]  # window edges and centre
+    mean = rng.uniform(0.1, 0.6, 9).tolist()
+    std = rng.uniform(0.1, 0.4, 9).tolist()
+    fused = CTWindowsd("image", mean=mean, std=std)({"image": hu})["image"]
+    plain = CTWindowsd("image")({"image": hu})["image"]
+    two_step = NormalizeChannelsd("image", mean, std)({"image": plain})["image"]
+    np.testing.assert_allclose(fused, two_step, rtol=1e-5, atol=1e-5)
+    as_tensor = CTWindowsd("image", mean=mean, std=std)({"image": torch.from_numpy(hu)})["image"]
+    np.testing.assert_allclose(as_tensor.numpy(), two_step, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="output channels"):
+        CTWindowsd("image", mean=[0.5] * 3, std=[0.25] * 3)({"image": hu})
+    with pytest.raises(ValueError, match="both"):
+        CTWindowsd("image", mean=[0.5] * 3)

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="re-render report.html from a run directory")
     rp.add_argument("run_dir")
 
+    from medtasks.compare import add_compare_parser
+
+    add_compare_parser(sub)
+
     b = sub.add_parser("bench", help="input-pipeline throughput against a bare decode loop")
     b.add_argument("task")
     b.add_argument("--input", help="folder of inputs (default: synthetic files)")
@@ -92,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predictions: {out / 'predictions.csv'}")
         elif args.command == "report":
             print(f"report: {api.report(args.run_dir)}")
+        elif args.command == "compare":
+            from medtasks.compare import run_compare
+
+            return run_compare(args)
         elif args.command == "bench":
             from medtasks.bench import bench
 

@@ -68,6 +68,60 @@ class EvalConfig:
     n_boot: int = 1000                      # bootstrap replicates for the 95% CIs (resampled by patient)
     ci: float = 0.95
     calibration_bins: int = 15
+    tta: bool = False                       # test-time augmentation at evaluate/calibrate/predict: mean logits over views
+    tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])  # + the original
+
+    def validate(self) -> None:
+        from medtasks.engine.tta import parse_view
+
+        for v in self.tta_views:
+            try:
+                parse_view(v)
+            except ValueError as exc:
+                raise ConfigError(f"tta_views: {exc}") from None
+
+
+@dataclass
+class CalibrationConfig:
+    """Post-hoc fitting on the validation split after training (classification tasks)."""
+
+    temperature: bool = False               # fit one temperature T on validation NLL; probabilities = sigmoid(logit / T)
+    method: Literal["grid", "lbfgs"] = "grid"   # grid search over temperature_range, or L-BFGS on log T
+    temperature_range: list[float] = field(default_factory=lambda: [0.6, 3.0])
+    thresholds: bool = False                # per-label threshold maximising validation F1 (else eval.threshold)
+    threshold_range: list[float] = field(default_factory=lambda: [0.05, 0.95])
+    threshold_step: float = 0.01
+
+    def validate(self) -> None:
+        lo, hi = self.temperature_range if len(self.temperature_range) == 2 else (0, -1)
+        if not 0 < lo < hi:
+            raise ConfigError(f"temperature_range: expected [low, high] with 0 < low < high, got {self.temperature_range}")
+        lo, hi = self.threshold_range if len(self.threshold_range) == 2 else (0, -1)
+        if not 0 < lo <= hi < 1 or not 0 < self.threshold_step < 1:
+            raise ConfigError(f"threshold_range: expected 0 < low <= high < 1 and 0 < threshold_step < 1, "
+                              f"got {self.threshold_range} / {self.threshold_step}")
+
+
+@dataclass
+class SamplingConfig:
+    """Class-balanced training split (medtasks.data.sampling.balance_rows); every field null = off."""
+
+    per_class: Optional[int] = None         # positives drawn per label (report: ~3000 per subtype)
+    normal: Optional[int] = None            # normal slices kept (report: 10000)
+    normal_ratio: Optional[float] = None    # or normals = ratio x positives drawn
+    replace: bool = False                   # oversample labels with fewer than per_class positives
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_class is not None or self.normal is not None or self.normal_ratio is not None
+
+    def validate(self) -> None:
+        if self.normal is not None and self.normal_ratio is not None:
+            raise ConfigError("give normal or normal_ratio, not both")
+        for name in ("per_class", "normal", "normal_ratio"):
+            v = getattr(self, name)
+            if v is not None and v < (1 if name == "per_class" else 0):
+                raise ConfigError(f"{name}: must be {'>= 1' if name == 'per_class' else '>= 0'}, got {v}")
 
 
 @dataclass
@@ -79,3 +133,5 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -90,7 +90,8 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         epochs: int, monitor: str = "val_loss", mode: str = "min", patience: int = 10,
         scheduler: str = "plateau", sched_factor: float = 0.5, sched_patience: int = 3, min_lr: float = 1e-7,
         amp: bool = True, epoch_length: int | None = None, prepare_batch: Any = None,
-        iteration_update: Callable | None = None, resume: bool = False, progress: bool = True) -> FitResult:
+        train_prepare_batch: Any = None, iteration_update: Callable | None = None, resume: bool = False,
+        progress: bool = True) -> FitResult:
     """Train ``network`` with validation every epoch; see the module docstring for the handlers.
 
     Args:
@@ -99,6 +100,8 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         monitor / mode: the metric that picks ``best.pt``, drives early stopping (``patience``
             epochs without improvement; 0 disables) and ReduceLROnPlateau.
         epoch_length: iterations per epoch (``None`` = one pass over ``train_loader``).
+        prepare_batch: batch -> model inputs for training and validation (MONAI's PrepareBatch).
+        train_prepare_batch: a training-only replacement (e.g. :class:`~medtasks.engine.mixup.MixUpBatch`).
         iteration_update: a replacement for MONAI's iteration (e.g. MixUp); default MONAI's.
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
 
@@ -113,7 +116,8 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     network.to(device)
     kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
 
-    cpu_loss = copy.deepcopy(loss_fn).cpu()
+    cpu_loss = copy.deepcopy(loss_fn).cpu().eval()  # eval mode: validation scores the plain targets
+    train_kwargs = kwargs if train_prepare_batch is None else {"prepare_batch": train_prepare_batch}
 
     def epoch_score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
@@ -126,7 +130,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     EpochCollector(epoch_score).attach(evaluator)
     trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=network,
                                 optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
-                                epoch_length=epoch_length, iteration_update=iteration_update, **kwargs)
+                                epoch_length=epoch_length, iteration_update=iteration_update, **train_kwargs)
     if monitor != "val_loss" and not monitor.startswith("val_"):
         raise ValueError(f"train.monitor={monitor!r}: name a validation metric such as val_loss")
     sign = 1.0 if mode == "max" else -1.0

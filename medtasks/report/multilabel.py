@@ -185,4 +185,24 @@ def _reliability_section(run: RunData, fig_dir: Path) -> str:
     caption = ("Reliability diagram from metrics.json: bars are the observed fraction of positives per "
                "probability bin (all label probabilities pooled), the orange line places each bin at its "
                "mean predicted probability; counts per bin below.")
-    return section("reliability", title, figure(path.name, caption, alt="Reliability diagram"))
+    before = run.metrics.get("before_temperature")
+    if not isinstance(before, dict):
+        return section("reliability", title, figure(path.name, caption, alt="Reliability diagram"))
+    # Temperature scaling was fitted on validation: show the test split before and after it.
+    m, t = run.metrics, run.metrics.get("temperature")
+    after = m.get("calibration") or {}
+    rows = [["ECE", fmt_num(before.get("ece")), fmt_num(after.get("ece"))],
+            ["Brier score", fmt_num(before.get("brier")), fmt_num(after.get("brier"))],
+            ["Weighted log loss", fmt_num(before.get("weighted_log_loss")), fmt_num(m.get("rsna_weighted_log_loss"))]]
+    body = [table(["Metric", "Before (T = 1)", f"After (T = {fmt_num(t)})"], rows, table_id="temperature-table",
+                  numeric=[False, True, True]),
+            note("Temperature T fitted on the validation split (task_state.json); both columns are the "
+                 f"'{m.get('split', 'n/a')}' split.")]
+    path_before = figures.plot_reliability(before.get("reliability") or {}, before.get("ece"),
+                                           fig_dir / "reliability_before.png")
+    if path_before is not None:
+        body.append(figure(path_before.name, "Before temperature scaling (T = 1). " + caption,
+                           alt="Reliability diagram before temperature scaling"))
+    body.append(figure(path.name, f"After temperature scaling (T = {fmt_num(t)}). " + caption,
+                       alt="Reliability diagram after temperature scaling"))
+    return section("reliability", title, *body)

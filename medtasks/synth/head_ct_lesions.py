@@ -84,7 +84,7 @@ def _sample_one(rng: np.random.Generator, shape: HeadShape, zr: tuple[float, flo
                           (rxy, rxy, rng.uniform(12.0, 26.0)), min(rng.uniform(7.0, 18.0), 0.5 * rxy),
                           rng.uniform(55.0, 88.0), seed=seed)
     if subtype == "subdural":
-        thick = rng.uniform(2.0, 4.0) if rng.random() < 0.15 else rng.uniform(4.0, 14.0)
+        thick = rng.uniform(3.0, 5.0) if rng.random() < 0.1 else rng.uniform(5.0, 14.0)
         rxy = rng.uniform(35.0, 75.0)
         center = _surface_point(shape, rng.uniform(0, 2 * math.pi), _pick_z(rng, zm + 18.0, ct - 15.0, zr))
         return LesionSpec(subtype, center, (rxy, rxy, rng.uniform(25.0, 50.0)), thick, rng.uniform(52.0, 85.0),
@@ -96,7 +96,7 @@ def _sample_one(rng: np.random.Generator, shape: HeadShape, zr: tuple[float, flo
         else:  # lobar
             center = _surface_point(shape, rng.uniform(0, 2 * math.pi), _pick_z(rng, zm + 25.0, ct - 20.0, zr),
                                     rng.uniform(0.3, 0.72))
-        r0 = rng.uniform(2.5, 5.5) if rng.random() < 0.2 else rng.uniform(6.0, 24.0)
+        r0 = rng.uniform(3.0, 6.0) if rng.random() < 0.15 else rng.uniform(7.0, 24.0)
         radii = tuple(float(r0 * rng.uniform(0.75, 1.25)) for _ in range(3))
         rim = rng.uniform(2.0, 6.0) if rng.random() < 0.5 else 0.0
         return LesionSpec(subtype, center, radii, blood_hu=rng.uniform(58.0, 88.0), rim=rim,
@@ -105,7 +105,7 @@ def _sample_one(rng: np.random.Generator, shape: HeadShape, zr: tuple[float, flo
         sides = (("vent_left",), ("vent_right",), ("vent_left", "vent_right"))[int(rng.integers(3))]
         if rng.random() < 0.3:
             sides = sides + ("vent_mid",)
-        fill = 1.0 if rng.random() < 0.15 else rng.uniform(0.15, 0.7)
+        fill = 1.0 if rng.random() < 0.15 else rng.uniform(0.3, 0.8)
         return LesionSpec(subtype, blood_hu=rng.uniform(50.0, 80.0), fill=fill, sides=sides, seed=seed)
     kind = int(rng.choice(4, p=[0.3, 0.3, 0.2, 0.2]))  # subarachnoid: sylvian, convexity, fissure, basal
     side = float(rng.choice([-1.0, 1.0]))
@@ -117,7 +117,7 @@ def _sample_one(rng: np.random.Generator, shape: HeadShape, zr: tuple[float, flo
         center = (0.0, rng.uniform(-0.6, 0.6) * b, _pick_z(rng, zm + 40.0, ct - 15.0, zr))
     else:
         center = (0.0, 0.05 * b, zm + 16.0)
-    r = rng.uniform(12.0, 40.0)
+    r = rng.uniform(18.0, 40.0)
     return LesionSpec(subtype, center, (r, r, r), blood_hu=rng.uniform(60.0, 88.0), seed=seed)
 
 

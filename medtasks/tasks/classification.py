@@ -59,6 +59,10 @@ class ClassificationTask(Task):
     def class_weights(self) -> list[float] | None:
         return None
 
+    def mixup_alpha(self) -> float:
+        """MixUp alpha of the training batches (0 = off)."""
+        return 0.0
+
     # ---- flows ------------------------------------------------------------------------------
     def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         recs = self.records(df)
@@ -74,6 +78,7 @@ class ClassificationTask(Task):
         if train_df.empty or val_df.empty:
             raise ValueError(f"need train and val rows; got {len(train_df)} train / {len(val_df)} val. "
                              f"Check data.split fractions or the manifest's split column.")
+        train_df = self.balance_training(run, train_df)
         if not resume:
             self.fit_state(self.records(train_df))
         self.save_state(run)
@@ -83,7 +88,7 @@ class ClassificationTask(Task):
         optim = build_optimizer(model.parameters(), cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum)
         log.info("training %s on %d slices (%d val), device %s", self.name, len(train_df), len(val_df), device)
         t = cfg.train
-        return fit(network=model, optimizer=optim, loss_fn=loss,
+        result = fit(network=model, optimizer=optim, loss_fn=loss,
                    train_loader=self.loader(train_df, "train", True, t.batch_size),
                    val_loader=self.loader(val_df, "val", False, cfg.eval.batch_size),
                    score_fn=lambda logits, y: self.val_metrics(y.numpy(), sigmoid(logits.numpy())),
@@ -91,7 +96,60 @@ class ClassificationTask(Task):
                    patience=t.early_stopping_patience, scheduler=cfg.scheduler.name,
                    sched_factor=cfg.scheduler.factor, sched_patience=cfg.scheduler.patience,
                    min_lr=cfg.scheduler.min_lr, amp=t.amp, epoch_length=t.steps_per_epoch,
-                   prepare_batch=self.prepare_batch(), resume=resume, progress=progress)
+                   prepare_batch=self.prepare_batch(), train_prepare_batch=self.train_prepare_batch(),
+                   resume=resume, progress=progress)
+        self.calibrate(run, val_df)
+        return result
+
+    def sampling_labels(self) -> tuple[str, ...]:
+        """Labels that ``sampling.per_class`` balances (all by default)."""
+        return tuple(self.labels)
+
+    def balance_training(self, run: RunDir, train_df: pd.DataFrame) -> pd.DataFrame:
+        """Apply ``sampling`` to the training split; record what was drawn in ``sampling.json``."""
+        from medtasks.data.sampling import balance_rows
+
+        s = self.cfg.sampling
+        if not s.enabled:
+            return train_df
+        out, info = balance_rows(train_df, self.sampling_labels(), s.per_class, s.normal, s.normal_ratio,
+                                 s.replace, seed=self.cfg.seed)
+        write_json_atomic(run / "sampling.json", info)
+        log.info("balanced training split: %d -> %d rows; positives/normals %s -> %s",
+                 info["rows_before"], info["rows_after"], info["before"], info["after"])
+        return out
+
+    def train_prepare_batch(self) -> Any:
+        """The training batches' prepare_batch: the task's own, wrapped in MixUp when it is on."""
+        from medtasks.engine.mixup import MixUpBatch
+
+        alpha = self.mixup_alpha()
+        return MixUpBatch(self.prepare_batch(), alpha, seed=self.cfg.seed) if alpha > 0 else None
+
+    def calibrate(self, run: RunDir, val_df: pd.DataFrame) -> None:
+        """Fit ``calibration.temperature`` / ``calibration.thresholds`` on the validation split
+        with the best checkpoint and save them in ``task_state.json`` (used by evaluate and predict)."""
+        from medtasks.metrics.tuning import fit_temperature, search_thresholds
+
+        c = self.cfg.calibration
+        self.state.pop("temperature", None)
+        self.state.pop("thresholds", None)
+        if c.temperature or c.thresholds:
+            val_df = val_df.reset_index(drop=True)
+            logits = self.infer_logits(self.load_model(run, "best"), val_df, "val")
+            y = val_df[list(self.labels)].astype(int).values
+            temperature = 1.0
+            if c.temperature:
+                temperature = fit_temperature(logits, y, self.class_weights(), c.method, tuple(c.temperature_range))
+                self.state["temperature"] = temperature
+            if c.thresholds:
+                lo, hi = c.threshold_range
+                grid = np.round(np.arange(lo, hi + c.threshold_step / 2, c.threshold_step), 4)
+                thr = search_thresholds(y, sigmoid(logits / temperature), grid, self.cfg.eval.threshold)
+                self.state["thresholds"] = dict(zip(self.labels, thr))
+            log.info("calibrated on %d validation rows: temperature %s, thresholds %s", len(val_df),
+                     self.state.get("temperature", 1.0), self.state.get("thresholds", "eval.threshold"))
+        self.save_state(run)
 
     def load_model(self, run: RunDir, which: str = "best") -> torch.nn.Module:
         model = self.build_model()
@@ -101,12 +159,24 @@ class ClassificationTask(Task):
         load_checkpoint(path, {"network": model})
         return model.eval()
 
-    def infer(self, model: torch.nn.Module, df: pd.DataFrame, split: str = "test", progress: bool = False) -> np.ndarray:
-        """Probabilities (N, n_labels) for the rows of ``df`` in order."""
+    def infer_logits(self, model: torch.nn.Module, df: pd.DataFrame, split: str = "test",
+                     progress: bool = False) -> np.ndarray:
+        """Logits (N, n_labels) for the rows of ``df`` in order."""
         loader = self.loader(df, split, False, self.cfg.eval.batch_size)
+        if self.cfg.eval.tta:
+            from medtasks.engine.tta import TTAWrapper
+
+            model = TTAWrapper(model, self.cfg.eval.tta_views).eval()
         logits = run_inference(model, loader, select_device(self.cfg.train.device), self.prepare_batch(),
                                amp=self.cfg.train.amp, progress=progress)
-        return sigmoid(logits.reshape(len(df), -1))
+        return logits.reshape(len(df), -1)
+
+    def temperature(self) -> float:
+        return float(self.state.get("temperature", 1.0))
+
+    def infer(self, model: torch.nn.Module, df: pd.DataFrame, split: str = "test", progress: bool = False) -> np.ndarray:
+        """Probabilities (N, n_labels) for the rows of ``df`` in order, temperature-scaled when fitted."""
+        return sigmoid(self.infer_logits(model, df, split, progress) / self.temperature())
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray, with_truth: bool = True) -> pd.DataFrame:
         thr = self.thresholds()
@@ -132,7 +202,8 @@ class ClassificationTask(Task):
         if test_df.empty:
             raise ValueError(f"eval.split={split!r} has no rows in the manifest")
         model = self.load_model(run, "best")
-        probs = self.infer(model, test_df, split, progress=True)
+        logits = self.infer_logits(model, test_df, split, progress=True)
+        probs = sigmoid(logits / self.temperature())
         preds = self.prediction_frame(test_df, probs)
         write_csv_atomic(preds, run / "predictions.csv")
         y = test_df[list(self.labels)].astype(int).values
@@ -143,12 +214,30 @@ class ClassificationTask(Task):
                                      n_bins=self.cfg.eval.calibration_bins)
         metrics = {"task": self.name, "kind": self.kind, "synthetic": bool(self.cfg.data.synthetic),
                    "config_hash": config_hash(self.cfg), "split": split, "labels": list(self.labels),
-                   "thresholds": thr, **summary, "warnings": list(warnings or [])}
+                   "thresholds": thr, "temperature": self.temperature(), **summary, "warnings": list(warnings or [])}
+        if "temperature" in self.state:
+            metrics["before_temperature"] = self._calibration_view(y, sigmoid(logits))
+        sampling = run / "sampling.json"
+        if sampling.is_file():
+            import json
+
+            metrics["training_sampling"] = json.loads(sampling.read_text(encoding="utf-8"))
         if fit_result is not None:
             metrics.update(best_epoch=fit_result.best_epoch, epochs_run=fit_result.epochs_run,
                            train_time_s=fit_result.train_time_s)
         write_json_atomic(run / "metrics.json", metrics)
         return metrics
+
+    def _calibration_view(self, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+        """ECE, Brier, weighted log loss and reliability bins of ``probs`` (the before-scaling view)."""
+        from medtasks.metrics.calibration import brier_score, expected_calibration_error, reliability_bins
+        from medtasks.metrics.classification import rsna_weighted_log_loss
+
+        bins = self.cfg.eval.calibration_bins
+        return {"temperature": 1.0, "ece": expected_calibration_error(y, probs, n_bins=bins),
+                "brier": brier_score(y, probs),
+                "weighted_log_loss": rsna_weighted_log_loss(y, probs, self.class_weights() or [1.0] * len(self.labels)),
+                "reliability": reliability_bins(y, probs, n_bins=bins)}
 
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
         """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_*."""

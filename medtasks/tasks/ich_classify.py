@@ -125,7 +125,14 @@ class IchClassify(ClassificationTask):
                                   dropout=m.dropout, pretrained=m.pretrained, weights=m.weights)
 
     def build_loss(self):
-        return LOSSES.get(self.cfg.loss.name)(class_weights=self.cfg.loss.class_weights, pos_weight=self.cfg.loss.pos_weight)
+        c = self.cfg.loss
+        return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=c.pos_weight, label_smoothing=c.label_smoothing)
+
+    def sampling_labels(self) -> tuple[str, ...]:
+        return LABELS[:-1]  # the five subtypes; "any" follows from them
+
+    def mixup_alpha(self) -> float:
+        return float(self.cfg.loss.mixup_alpha)
 
     def prepare_batch(self) -> Any:
         return PrepareBatchExtraInput(extra_keys=("z",))

@@ -57,11 +57,17 @@ class IchLossConfig:
     name: Literal["weighted_bce"] = "weighted_bce"
     class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 2.0])  # RSNA: any = 2
     pos_weight: Optional[list[float]] = None   # optional per-class positive weights
+    label_smoothing: float = 0.0            # report: 0.05 (targets 0/1 -> eps/2, 1 - eps/2; training only)
+    mixup_alpha: float = 0.0                # report: 0.2 (MixUp of images, targets and z per batch; 0 = off)
 
     def validate(self) -> None:
         for name, v in (("class_weights", self.class_weights), ("pos_weight", self.pos_weight)):
             if v is not None and len(v) != len(LABELS):
                 raise ConfigError(f"{name}: expected {len(LABELS)} values (order {', '.join(LABELS)}), got {len(v)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"mixup_alpha: expected >= 0 (0 = off), got {self.mixup_alpha}")
 
 
 @dataclass
@@ -72,6 +78,7 @@ class IchSynthConfig:
     slice_thickness: float = 5.0
     p_hemorrhage: float = 0.6
     p_wrapped: float = 0.1
+    min_lesion_mm2: float = 8.0  # label visibility floor: blood area below this in a slice is not labelled
     seed: int = 0
 
 

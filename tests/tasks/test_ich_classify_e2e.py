@@ -91,6 +91,39 @@ def test_run_directory_and_metrics(trained):
     assert "ich_classify" in html
 
 
+def test_temperature_and_thresholds_fitted_on_val_and_used(trained):
+    """ich_classify.yaml turns on the report's temperature scaling and threshold search: both are
+    fitted on validation, saved with the model, and the evaluation applies them."""
+    from medtasks.metrics.tuning import search_thresholds
+
+    rd, _ = trained
+    p = rd.path
+    state = json.loads((p / "checkpoints" / "task_state.json").read_text())
+    assert 0.6 <= state["temperature"] <= 3.0
+    assert set(state["thresholds"]) == {"epidural", "intraparenchymal", "intraventricular", "subarachnoid",
+                                        "subdural", "any"}
+    assert all(0.05 <= t <= 0.95 for t in state["thresholds"].values())
+    m = json.loads((p / "metrics.json").read_text())
+    assert m["temperature"] == state["temperature"] and m["thresholds"] == state["thresholds"]
+    before = m["before_temperature"]
+    assert before["temperature"] == 1.0 and {"ece", "brier", "weighted_log_loss", "reliability"} <= set(before)
+    preds = pd.read_csv(p / "predictions.csv")
+    for lab, t in state["thresholds"].items():
+        assert (preds[f"pred_{lab}"] == (preds[f"prob_{lab}"] >= t).astype(int)).all()
+    assert (p / "figures" / "reliability_before.png").is_file()
+    assert "temperature-table" in (p / "report.html").read_text()
+    # The thresholds are the F1-optimal ones of the validation split's calibrated probabilities.
+    from medtasks.api import task_from_run
+
+    task = task_from_run(rd)
+    man = pd.read_csv(p / "manifest.csv")
+    val = man[man.split == "val"].reset_index(drop=True)
+    probs = task.infer(task.load_model(rd, "best"), val, "val")
+    labels = list(state["thresholds"])
+    expected = search_thresholds(val[labels].astype(int).values, probs, np.round(np.arange(0.05, 0.955, 0.01), 4))
+    assert expected == pytest.approx([state["thresholds"][k] for k in labels])
+
+
 def test_predict_folder_kaggle_format(trained, synth, tmp_path):
     rd, _ = trained
     src, _ = synth

@@ -1,0 +1,69 @@
+"""Test-time augmentation for classifiers: the mean output over fixed views of each batch.
+
+Views are deterministic image transforms of a ``(B, C, H, W)`` batch: ``identity``, ``hflip``,
+``vflip`` and ``rotate:<deg>`` (bilinear, corners filled with each channel's minimum, i.e. the
+normalised window floor of CT input). The wrapper averages the network's outputs (logits), so
+temperature scaling fitted afterwards acts on the averaged logits; extra inputs (e.g. the slice
+position) pass through unchanged.
+
+Example:
+    >>> import torch
+    >>> net = TTAWrapper(torch.nn.Flatten(), ["hflip"])
+    >>> net(torch.arange(4.0).view(1, 1, 2, 2)).tolist()   # mean of the image and its mirror
+    [[0.5, 0.5, 2.5, 2.5]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = ["TTAWrapper", "parse_view", "DEFAULT_TTA"]
+
+# The source report: horizontal flip, vertical flip, +-10 degree rotations, plus the original image.
+DEFAULT_TTA: tuple[str, ...] = ("hflip", "vflip", "rotate:10", "rotate:-10")
+
+
+def parse_view(name: str) -> tuple[str, float]:
+    """``"hflip"`` -> ("hflip", 0); ``"rotate:10"`` -> ("rotate", 10.0); ValueError otherwise."""
+    if name in ("identity", "hflip", "vflip"):
+        return name, 0.0
+    if name.startswith("rotate:"):
+        try:
+            return "rotate", float(name.split(":", 1)[1])
+        except ValueError:
+            pass
+    raise ValueError(f"unknown TTA view {name!r}: use identity, hflip, vflip or rotate:<degrees>")
+
+
+def apply_view(x: torch.Tensor, view: tuple[str, float]) -> torch.Tensor:
+    kind, deg = view
+    if kind == "identity":
+        return x
+    if kind == "hflip":
+        return torch.flip(x, dims=(-1,))
+    if kind == "vflip":
+        return torch.flip(x, dims=(-2,))
+    fill = [float(v) for v in x.amin(dim=(0, 2, 3))]
+    return TF.rotate(x, deg, interpolation=InterpolationMode.BILINEAR, fill=fill)
+
+
+class TTAWrapper(nn.Module):
+    """``network`` evaluated on the original batch and each view in ``views``; outputs averaged."""
+
+    def __init__(self, network: nn.Module, views: Sequence[str] = DEFAULT_TTA) -> None:
+        super().__init__()
+        self.network = network
+        self.views = [("identity", 0.0)] + [parse_view(v) for v in views if v != "identity"]
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        total = None
+        for view in self.views:
+            out = self.network(apply_view(x, view), *args, **kwargs).float()
+            total = out if total is None else total + out
+        return total / len(self.views)

@@ -125,6 +125,16 @@ class SamplingConfig:
 
 
 @dataclass
+class CVConfig:
+    folds: int = 0                          # k >= 2: k-fold CV (MultilabelStratifiedKFold by patient) on the non-test patients
+    select: Literal["best", "ensemble"] = "best"   # test-time model: best fold by validation score, or the mean of all folds
+
+    def validate(self) -> None:
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"folds: 0 (off) or >= 2, got {self.folds}")
+
+
+@dataclass
 class RunConfig:
     task: str = ""
     seed: int = 42
@@ -135,3 +145,4 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    cv: CVConfig = field(default_factory=CVConfig)

@@ -48,6 +48,7 @@ def build_sections(run: RunData, fig_dir: Path) -> list[str]:
         _confusion_section(run, preds, source, fig_dir),
         _curves_section(run, preds, source, fig_dir),
         _reliability_section(run, fig_dir),
+        *([_cv_section(run)] if isinstance(run.metrics.get("cv"), dict) else []),
     ]
 
 
@@ -206,3 +207,19 @@ def _reliability_section(run: RunData, fig_dir: Path) -> str:
     body.append(figure(path.name, f"After temperature scaling (T = {fmt_num(t)}). " + caption,
                        alt="Reliability diagram after temperature scaling"))
     return section("reliability", title, *body)
+
+
+def _cv_section(run: RunData) -> str:
+    """Per-fold validation metrics of a cross-validated run, with their mean and sd."""
+    cv = run.metrics["cv"]
+    folds = cv.get("per_fold") or []
+    keys = [k for k in (folds[0] if folds else {}) if k not in ("fold",)]
+    rows = [[str(f.get("fold"))] + [fmt_num(f.get(k)) for k in keys] for f in folds]
+    mean, sd = cv.get("mean") or {}, cv.get("sd") or {}
+    rows.append(["mean +- sd"] + [f"{fmt_num(mean.get(k))} +- {fmt_num(sd.get(k))}" if k in mean else "" for k in keys])
+    body = [table(["Fold"] + keys, rows, table_id="cv-table", numeric=[False] + [True] * len(keys)),
+            note(f"{cv.get('folds')}-fold cross-validation by patient (MultilabelStratifiedKFold); each fold's "
+                 f"metrics are on its own validation fold at threshold 0.5. Test-time model: "
+                 f"{'the mean of all fold models' if cv.get('select') == 'ensemble' else 'fold ' + str(cv.get('selected_fold')) + ' (best validation score)'}; "
+                 "temperature and thresholds fitted on the out-of-fold predictions (oof_predictions.csv).")]
+    return section("cv", "Cross-validation", *body)

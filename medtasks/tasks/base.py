@@ -105,7 +105,21 @@ class Task:
             warnings.append(LEAKY_WARNING)
         if d.max_rows:
             df = df.groupby("split", group_keys=False).apply(lambda g: g.head(d.max_rows))
-        return df.reset_index(drop=True), warnings
+        df = df.reset_index(drop=True)
+        cv = getattr(self.cfg, "cv", None)
+        if cv is not None and cv.folds >= 2 and "fold" not in df.columns:
+            from medtasks.tasks.cv import assign_folds
+
+            test = df.split == self.cfg.eval.split
+            df.loc[~test, "split"] = "train"  # the folds take the validation role
+            df["fold"] = -1
+            df.loc[~test, "fold"] = assign_folds(df[~test], self.fold_labels(), cv.folds, self.group_column,
+                                                 self.cfg.seed).to_numpy()
+        return df, warnings
+
+    def fold_labels(self) -> list[str]:
+        """Label columns the CV folds are stratified on (all labels by default)."""
+        return [lab for lab in self.labels]
 
     def save_state(self, run: RunDir) -> None:
         write_json_atomic(run / "checkpoints" / "task_state.json", self.state)

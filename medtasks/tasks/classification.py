@@ -72,14 +72,25 @@ class ClassificationTask(Task):
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.cfg.data.num_workers,
                           drop_last=shuffle and len(ds) > batch_size)
 
-    def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True) -> FitResult:
+    def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True,
+              in_cv: bool = False) -> FitResult:
+        """Train on ``split == train`` with validation on ``split == val``, then calibrate.
+
+        With ``cv.folds >= 2`` this runs the cross-validation instead (:mod:`medtasks.tasks.cv`),
+        which calls back here once per fold with ``in_cv=True``: the state (normalisation) is then
+        the caller's and calibration waits for the out-of-fold outputs of all folds.
+        """
         cfg = self.cfg
+        if cfg.cv.folds >= 2 and not in_cv:
+            from medtasks.tasks.cv import train_cv
+
+            return train_cv(self, run, df, resume=resume, progress=progress)
         train_df, val_df = df[df.split == "train"], df[df.split == "val"]
         if train_df.empty or val_df.empty:
             raise ValueError(f"need train and val rows; got {len(train_df)} train / {len(val_df)} val. "
                              f"Check data.split fractions or the manifest's split column.")
         train_df = self.balance_training(run, train_df)
-        if not resume:
+        if not resume and not in_cv:
             self.fit_state(self.records(train_df))
         self.save_state(run)
         device = select_device(cfg.train.device)
@@ -98,7 +109,8 @@ class ClassificationTask(Task):
                    min_lr=cfg.scheduler.min_lr, amp=t.amp, epoch_length=t.steps_per_epoch,
                    prepare_batch=self.prepare_batch(), train_prepare_batch=self.train_prepare_batch(),
                    resume=resume, progress=progress)
-        self.calibrate(run, val_df)
+        if not in_cv:
+            self.calibrate(run, val_df)
         return result
 
     def sampling_labels(self) -> tuple[str, ...]:
@@ -132,26 +144,47 @@ class ClassificationTask(Task):
         from medtasks.metrics.tuning import fit_temperature, search_thresholds
 
         c = self.cfg.calibration
-        self.state.pop("temperature", None)
-        self.state.pop("thresholds", None)
         if c.temperature or c.thresholds:
             val_df = val_df.reset_index(drop=True)
             logits = self.infer_logits(self.load_model(run, "best"), val_df, "val")
-            y = val_df[list(self.labels)].astype(int).values
-            temperature = 1.0
-            if c.temperature:
-                temperature = fit_temperature(logits, y, self.class_weights(), c.method, tuple(c.temperature_range))
-                self.state["temperature"] = temperature
-            if c.thresholds:
-                lo, hi = c.threshold_range
-                grid = np.round(np.arange(lo, hi + c.threshold_step / 2, c.threshold_step), 4)
-                thr = search_thresholds(y, sigmoid(logits / temperature), grid, self.cfg.eval.threshold)
-                self.state["thresholds"] = dict(zip(self.labels, thr))
-            log.info("calibrated on %d validation rows: temperature %s, thresholds %s", len(val_df),
-                     self.state.get("temperature", 1.0), self.state.get("thresholds", "eval.threshold"))
+            self.fit_calibration(logits, val_df[list(self.labels)].astype(int).values)
+        else:
+            self.fit_calibration(None, None)
         self.save_state(run)
 
+    def fit_calibration(self, logits: np.ndarray | None, y: np.ndarray | None) -> None:
+        """Fit the configured temperature / thresholds on held-out ``logits`` into ``self.state``."""
+        from medtasks.metrics.tuning import fit_temperature, search_thresholds
+
+        c = self.cfg.calibration
+        self.state.pop("temperature", None)
+        self.state.pop("thresholds", None)
+        if logits is None or y is None or not (c.temperature or c.thresholds):
+            return
+        temperature = 1.0
+        if c.temperature:
+            temperature = fit_temperature(logits, y, self.class_weights(), c.method, tuple(c.temperature_range))
+            self.state["temperature"] = temperature
+        if c.thresholds:
+            lo, hi = c.threshold_range
+            grid = np.round(np.arange(lo, hi + c.threshold_step / 2, c.threshold_step), 4)
+            thr = search_thresholds(y, sigmoid(logits / temperature), grid, self.cfg.eval.threshold)
+            self.state["thresholds"] = dict(zip(self.labels, thr))
+        log.info("calibrated on %d held-out rows: temperature %s, thresholds %s", len(y),
+                 self.state.get("temperature", 1.0), self.state.get("thresholds", "eval.threshold"))
+
     def load_model(self, run: RunDir, which: str = "best") -> torch.nn.Module:
+        cv = self.cfg.cv
+        if which == "best" and cv.folds >= 2 and cv.select == "ensemble" and (run / "fold_0").is_dir():
+            from medtasks.engine.trainer import load_checkpoint as _load
+            from medtasks.tasks.cv import EnsembleModel
+
+            members = []
+            for i in range(cv.folds):
+                m = self.build_model()
+                _load(run / f"fold_{i}" / "checkpoints" / "best.pt", {"network": m})
+                members.append(m.eval())
+            return EnsembleModel(members).eval()
         model = self.build_model()
         path = run / "checkpoints" / f"{which}.pt"
         if not path.is_file():
@@ -217,6 +250,10 @@ class ClassificationTask(Task):
                    "thresholds": thr, "temperature": self.temperature(), **summary, "warnings": list(warnings or [])}
         if "temperature" in self.state:
             metrics["before_temperature"] = self._calibration_view(y, sigmoid(logits))
+        if (run / "cv.json").is_file():
+            import json as _json
+
+            metrics["cv"] = _json.loads((run / "cv.json").read_text(encoding="utf-8"))
         sampling = run / "sampling.json"
         if sampling.is_file():
             import json

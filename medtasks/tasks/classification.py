@@ -202,7 +202,11 @@ class ClassificationTask(Task):
             model = TTAWrapper(model, self.cfg.eval.tta_views).eval()
         logits = run_inference(model, loader, select_device(self.cfg.train.device), self.prepare_batch(),
                                amp=self.cfg.train.amp, progress=progress)
-        return logits.reshape(len(df), -1)
+        return self.postprocess_logits(df, logits.reshape(len(df), -1))
+
+    def postprocess_logits(self, df: pd.DataFrame, logits: np.ndarray) -> np.ndarray:
+        """Hook after inference (e.g. a second stage over the rows' series); identity by default."""
+        return logits
 
     def temperature(self) -> float:
         return float(self.state.get("temperature", 1.0))
@@ -250,15 +254,11 @@ class ClassificationTask(Task):
                    "thresholds": thr, "temperature": self.temperature(), **summary, "warnings": list(warnings or [])}
         if "temperature" in self.state:
             metrics["before_temperature"] = self._calibration_view(y, sigmoid(logits))
-        if (run / "cv.json").is_file():
-            import json as _json
+        import json
 
-            metrics["cv"] = _json.loads((run / "cv.json").read_text(encoding="utf-8"))
-        sampling = run / "sampling.json"
-        if sampling.is_file():
-            import json
-
-            metrics["training_sampling"] = json.loads(sampling.read_text(encoding="utf-8"))
+        for key, name in (("cv", "cv.json"), ("training_sampling", "sampling.json"), ("sequence", "sequence.json")):
+            if (run / name).is_file():  # what training recorded: folds, balanced sampling, stage 2
+                metrics[key] = json.loads((run / name).read_text(encoding="utf-8"))
         if fit_result is not None:
             metrics.update(best_epoch=fit_result.best_epoch, epochs_run=fit_result.epochs_run,
                            train_time_s=fit_result.train_time_s)

@@ -160,4 +160,6 @@ def _write_oof(run: RunDir, task: ClassificationTask, pool: pd.DataFrame, oof_lo
     probs = sigmoid(oof_logits / task.temperature())
     frame = task.prediction_frame(pool, probs)
     frame.insert(1, "fold", pool["fold"].to_numpy())
+    for j, lab in enumerate(task.labels):  # raw first-stage logits: the sequence head's training input
+        frame[f"logit_{lab}"] = oof_logits[:, j]
     write_csv_atomic(frame, run / "oof_predictions.csv")

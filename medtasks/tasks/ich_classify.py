@@ -24,7 +24,8 @@ import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
 from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
 from medtasks.data.dicom_index import index_dicoms
-from medtasks.data.series import add_z_normalized
+from medtasks.data.series import add_z_normalized, neighbour_paths
+from medtasks.rundir import write_json_atomic
 from medtasks.io.rsna import read_rsna_labels, submission_frame
 from medtasks.registry import LOSSES, MODELS, TASKS
 from medtasks.tasks.base import PrepareResult
@@ -92,14 +93,18 @@ class IchClassify(ClassificationTask):
 
     def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
         lab = df[list(LABELS)].to_numpy(np.float32) if set(LABELS) <= set(df.columns) else np.zeros((len(df), 6), np.float32)
+        context = self.cfg.input.context
+        images = neighbour_paths(df, context) if context else df["path"].tolist()
         return [{"image": p, "label": lab[i], "z": np.float32(z)}
-                for i, (p, z) in enumerate(zip(df["path"], df["z_normalized"]))]
+                for i, (p, z) in enumerate(zip(images, df["z_normalized"]))]
 
     def fit_state(self, train_records: list[dict[str, Any]]) -> None:
         """Channel mean/std of the windowed, resized training slices (``input.normalize: dataset``)."""
         mode = self.cfg.input.normalize
         if mode == "imagenet":
-            self.state["norm_mean"], self.state["norm_std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
+            k = 2 * self.cfg.input.context + 1  # window-major channels: each window's mean repeats per slice
+            self.state["norm_mean"] = [m for m in IMAGENET_MEAN for _ in range(k)]
+            self.state["norm_std"] = [v for v in IMAGENET_STD for _ in range(k)]
         elif mode == "dataset":
             rng = np.random.default_rng(self.cfg.seed)
             pick = rng.choice(len(train_records), size=min(self.cfg.input.norm_samples, len(train_records)), replace=False)
@@ -120,13 +125,40 @@ class IchClassify(ClassificationTask):
 
     def build_model(self):
         m = self.cfg.model
-        return MODELS.get(m.name)(backbone=m.backbone, n_outputs=len(LABELS), in_channels=len(self.cfg.input.windows),
+        return MODELS.get(m.name)(backbone=m.backbone, n_outputs=len(LABELS), in_channels=self.cfg.input.channels,
                                   use_position=m.use_position, position_dim=m.position_dim, fusion_dim=m.fusion_dim,
                                   dropout=m.dropout, pretrained=m.pretrained, weights=m.weights)
 
     def build_loss(self):
         c = self.cfg.loss
         return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=c.pos_weight, label_smoothing=c.label_smoothing)
+
+    def train(self, run, df: pd.DataFrame, resume: bool = False, progress: bool = True, in_cv: bool = False):
+        """The kind-level training (CV when configured), then the sequence head when enabled."""
+        self._head = None
+        result = super().train(run, df, resume=resume, progress=progress, in_cv=in_cv)
+        if not in_cv and self.cfg.sequence.enabled:
+            from medtasks.tasks.ich_sequence import train_sequence_head
+
+            info = train_sequence_head(self, run, df, progress=False)
+            write_json_atomic(run / "sequence.json", info)
+        return result
+
+    def load_model(self, run, which: str = "best"):
+        model = super().load_model(run, which)
+        if which == "best":
+            from medtasks.tasks.ich_sequence import load_sequence_head
+
+            self._head = load_sequence_head(self, run) if (run / "sequence").is_dir() else None
+        return model
+
+    def postprocess_logits(self, df: pd.DataFrame, logits: np.ndarray) -> np.ndarray:
+        head = getattr(self, "_head", None)
+        if head is None:
+            return logits
+        from medtasks.tasks.ich_sequence import refine
+
+        return refine(head, df, logits)
 
     def sampling_labels(self) -> tuple[str, ...]:
         return LABELS[:-1]  # the five subtypes; "any" follows from them

@@ -36,6 +36,15 @@ class IchInputConfig:
     size: int = 224                         # 224 for ResNet50, 380 for EfficientNet-B4
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"   # channel mean/std: fitted on train, ImageNet's, or none
     norm_samples: int = 256                 # training slices used to fit the dataset mean/std
+    context: int = 0                        # 2.5-D: neighbours each side (1 = slices i-1, i, i+1 as channels per window)
+
+    @property
+    def channels(self) -> int:
+        return len(self.windows) * (2 * self.context + 1)
+
+    def validate(self) -> None:
+        if not 0 <= self.context <= 5:
+            raise ConfigError(f"context: neighbours per side in 0..5, got {self.context}")
 
 
 @dataclass
@@ -83,10 +92,30 @@ class IchSynthConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """Stage 2: refine each slice from its series (needs cv.folds >= 2: it trains on out-of-fold outputs)."""
+
+    enabled: bool = False
+    kind: Literal["gru", "conv"] = "gru"    # bidirectional GRU or 1-D convolutions along z
+    hidden: int = 32
+    kernel: int = 5                         # conv width (odd)
+    dropout: float = 0.1
+    epochs: int = 30
+    patience: int = 5
+    lr: float = 3.0e-3
+    weight_decay: float = 1.0e-4
+
+
+@dataclass
 class IchConfig(RunConfig):
     task: str = "ich_classify"
     model: IchModelConfig = field(default_factory=IchModelConfig)
     input: IchInputConfig = field(default_factory=IchInputConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: IchLossConfig = field(default_factory=IchLossConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     synth: IchSynthConfig = field(default_factory=IchSynthConfig)
+
+    def validate(self) -> None:
+        if self.sequence.enabled and self.cv.folds < 2:
+            raise ConfigError("sequence.enabled: the sequence head trains on out-of-fold outputs; set cv.folds >= 2")

@@ -23,7 +23,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped, MapTransform, Transform
 
-from medtasks.io.dicom import read_hu
+from medtasks.io.dicom import DicomReadError, read_hu
 from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def apply_window(hu: ArrayT, level: float, width: float) -> ArrayT:
 class LoadDicomHUd(MapTransform):
     """Replace each DICOM path under ``keys`` with its HU image, shape ``(1, H, W)`` float32.
 
+    A list of paths (2.5-D input: a slice and its neighbours) gives ``(k, H, W)`` in list order.
+
     Errors surface as :class:`medtasks.io.dicom.DicomReadError` (reason code attached).
 
     Args:
@@ -100,7 +102,17 @@ class LoadDicomHUd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = read_hu(d[key], modality=self.modality)[None]
+            value = d[key]
+            if isinstance(value, (list, tuple)):  # 2.5-D: neighbouring slices as channels, in the given order
+                slices = [read_hu(v, modality=self.modality) for v in value]
+                shapes = {s.shape for s in slices}
+                if len(shapes) != 1:
+                    raise DicomReadError(str(value[len(value) // 2]), "bad_shape",
+                                         f"neighbouring slices differ in size {sorted(shapes)}; "
+                                         "use input.context=0 for this series")
+                d[key] = np.stack(slices)
+            else:
+                d[key] = read_hu(value, modality=self.modality)[None]
         return d
 
 

@@ -76,3 +76,54 @@ def test_ensemble_averages_fold_models(cv_run):
     with torch.no_grad():
         expected = torch.stack([m(x, z) for m in model.members]).mean(0)
         assert torch.allclose(model(x, z), expected)
+
+
+@pytest.fixture(scope="module")
+def seq_run(manifest, tmp_path_factory):
+    """2.5-D input (3 slices x 3 windows) + the series sequence head on 2-fold CV."""
+    overrides = [o for o in TINY if not o.startswith("cv.folds")] + [
+        "cv.folds=2", "input.context=1", "sequence.enabled=true", "sequence.epochs=3", "sequence.hidden=8"]
+    return api.run("ich_classify", manifest=manifest, config=CONFIG, overrides=overrides,
+                   runs_dir=tmp_path_factory.mktemp("runs_seq"), progress=False)
+
+
+def test_context_input_has_nine_channels(seq_run):
+    from medtasks.api import task_from_run
+
+    rd, _ = seq_run
+    task = task_from_run(rd)
+    assert len(task.state["norm_mean"]) == 9
+    conv = task.build_model().backbone.conv1
+    assert conv.in_channels == 9
+
+
+def test_sequence_head_trained_out_of_fold_and_applied(seq_run):
+    from medtasks.api import task_from_run
+    from medtasks.tasks.classification import sigmoid
+    from medtasks.tasks.ich_sequence import refine
+
+    rd, metrics = seq_run
+    for k in range(2):
+        assert (rd / "sequence" / f"fold_{k}" / "checkpoints" / "best.pt").is_file()
+    state = json.loads((rd / "checkpoints" / "task_state.json").read_text())
+    assert state["sequence"]["folds"] == 2 and "stage1" in state["sequence"]
+    assert {"oof_weighted_f1_stage1", "oof_weighted_f1_stage2"} <= set(metrics["sequence"])
+    # predictions.csv = stage 2 applied to the stage-1 logits of the test rows, then temperature.
+    task = task_from_run(rd)
+    man = pd.read_csv(rd / "manifest.csv", dtype={"sop_instance_uid": str})
+    test = man[man.split == "test"].reset_index(drop=True)
+    model = task.load_model(rd, "best")
+    head, task._head = task._head, None
+    assert head is not None
+    stage1 = task.infer_logits(model, test, "test")
+    expected = sigmoid(refine(head, test, stage1) / state["temperature"])
+    preds = pd.read_csv(rd / "predictions.csv", dtype={"case_id": str}).set_index("case_id").loc[test.sop_instance_uid]
+    np.testing.assert_allclose(preds[[f"prob_{lab}" for lab in task.labels]].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_head_needs_cv():
+    from medtasks.config import ConfigError, load_config
+    from medtasks.tasks.ich_config import IchConfig
+
+    with pytest.raises(ConfigError, match="cv.folds"):
+        load_config(CONFIG, IchConfig, ["sequence.enabled=true"])

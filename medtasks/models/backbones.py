@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,11 +25,12 @@ class WeightsError(RuntimeError):
     """Pretrained/local weights could not be loaded; the message says how to proceed."""
 
 
-def _torchvision(name: str, builder: Callable, weights_enum: str, pretrained: str | None) -> nn.Module:
+def _torchvision(name: str, builder: Callable, weights_enum: str, pretrained: str | None, **scratch: Any) -> nn.Module:
+    """torchvision model; ``scratch`` are builder options used only without pretrained weights."""
     import torchvision.models as tvm
 
     if pretrained is None:
-        return builder(weights=None)
+        return builder(weights=None, **scratch)
     if pretrained != "imagenet":
         raise WeightsError(f"model.pretrained={pretrained!r}: the only download source is 'imagenet' (or null)")
     weights = getattr(tvm, weights_enum).IMAGENET1K_V1
@@ -75,7 +76,10 @@ def _resnet(depth: int) -> Callable[..., tuple[nn.Module, int]]:
     def build(in_channels: int = 3, pretrained: str | None = None, weights: str | None = None) -> tuple[nn.Module, int]:
         import torchvision.models as tvm
 
-        net = _torchvision(f"resnet{depth}", getattr(tvm, f"resnet{depth}"), f"ResNet{depth}_Weights", pretrained)
+        # From scratch, each residual block's last BatchNorm starts at zero (Goyal et al. 2017): every block
+        # begins as the identity, which lets a ResNet learn from a few thousand slices in a few epochs.
+        net = _torchvision(f"resnet{depth}", getattr(tvm, f"resnet{depth}"), f"ResNet{depth}_Weights", pretrained,
+                           zero_init_residual=True)
         if weights:
             load_local_weights(net, weights)
         if in_channels != 3:

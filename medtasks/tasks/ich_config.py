@@ -87,7 +87,7 @@ class IchSynthConfig:
     slice_thickness: float = 5.0
     p_hemorrhage: float = 0.6
     p_wrapped: float = 0.1
-    min_lesion_mm2: float = 8.0  # label visibility floor: blood area below this in a slice is not labelled
+    min_lesion_mm2: float = 12.0  # label visibility floor: blood area below this in a slice is not labelled
     seed: int = 0
 
 

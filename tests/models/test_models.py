@@ -63,3 +63,14 @@ def test_weighted_bce_matches_rsna_formula():
     per = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
     expected = (per * w).sum() / w.sum()
     assert torch.allclose(WeightedBCEWithLogits([1, 1, 1, 1, 1, 2])(logits, target), expected)
+
+
+def test_resnet_from_scratch_starts_residual_blocks_at_identity() -> None:
+    from medtasks.models.backbones import _resnet
+
+    net, dim = _resnet(18)(in_channels=3)
+    assert dim == 512
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for block in layer:
+            assert torch.count_nonzero(block.bn2.weight) == 0
+    assert torch.count_nonzero(net.bn1.weight) > 0

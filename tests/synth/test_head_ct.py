@@ -221,3 +221,13 @@ def test_generation_is_idempotent_and_redone_when_changed(tmp_path: Path) -> Non
     (tmp_path / ".complete").unlink()  # an interrupted run leaves no marker: it is redone
     generate_head_ct(tmp_path, seed=1, **params)
     assert (tmp_path / ".complete").exists()
+
+
+def test_parallel_rendering_writes_identical_files(tmp_path: Path) -> None:
+    one = generate_head_ct(tmp_path / "w1", seed=4, workers=1, **SMALL)
+    two = generate_head_ct(tmp_path / "w2", seed=4, workers=2, **SMALL)
+    assert one.read_bytes() == two.read_bytes()
+    files = sorted(p.name for p in (tmp_path / "w1" / "stage_2_train").glob("*.dcm"))
+    assert files == sorted(p.name for p in (tmp_path / "w2" / "stage_2_train").glob("*.dcm"))
+    for name in files:
+        assert (tmp_path / "w1" / "stage_2_train" / name).read_bytes() == (tmp_path / "w2" / "stage_2_train" / name).read_bytes()

@@ -198,7 +198,7 @@ def _reliability_section(run: RunData, fig_dir: Path) -> str:
     body = [table(["Metric", "Before (T = 1)", f"After (T = {fmt_num(t)})"], rows, table_id="temperature-table",
                   numeric=[False, True, True]),
             note("Temperature T fitted on the validation split (task_state.json); both columns are the "
-                 f"'{m.get('split', 'n/a')}' split.")]
+                 f"'{m.get('split', 'n/a')}' split." + _bound_note(m))]
     path_before = figures.plot_reliability(before.get("reliability") or {}, before.get("ece"),
                                            fig_dir / "reliability_before.png")
     if path_before is not None:
@@ -223,3 +223,13 @@ def _cv_section(run: RunData) -> str:
                  f"{'the mean of all fold models' if cv.get('select') == 'ensemble' else 'fold ' + str(cv.get('selected_fold')) + ' (best validation score)'}; "
                  "temperature and thresholds fitted on the out-of-fold predictions (oof_predictions.csv).")]
     return section("cv", "Cross-validation", *body)
+
+
+def _bound_note(metrics: dict) -> str:
+    """A warning when T sits at an end of the configured search range (the optimum may lie beyond)."""
+    t = metrics.get("temperature")
+    bounds = metrics.get("temperature_range") or []
+    if isinstance(t, (int, float)) and any(abs(t - b) < 1e-9 for b in bounds):
+        return (f" T = {fmt_num(t)} is at the end of the search range {list(bounds)}: the best temperature may lie "
+                "outside it (calibration.temperature_range).")
+    return ""

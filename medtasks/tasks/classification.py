@@ -165,6 +165,9 @@ class ClassificationTask(Task):
         if c.temperature:
             temperature = fit_temperature(logits, y, self.class_weights(), c.method, tuple(c.temperature_range))
             self.state["temperature"] = temperature
+            if min(abs(temperature - b) for b in c.temperature_range) < 1e-9:
+                log.warning("temperature %.3g is at the end of calibration.temperature_range %s: the best T may lie "
+                            "outside it; widen the range to check", temperature, list(c.temperature_range))
         if c.thresholds:
             lo, hi = c.threshold_range
             grid = np.round(np.arange(lo, hi + c.threshold_step / 2, c.threshold_step), 4)
@@ -254,6 +257,7 @@ class ClassificationTask(Task):
                    "thresholds": thr, "temperature": self.temperature(), **summary, "warnings": list(warnings or [])}
         if "temperature" in self.state:
             metrics["before_temperature"] = self._calibration_view(y, sigmoid(logits))
+            metrics["temperature_range"] = list(self.cfg.calibration.temperature_range)
         import json
 
         for key, name in (("cv", "cv.json"), ("training_sampling", "sampling.json"), ("sequence", "sequence.json")):

@@ -1,0 +1,109 @@
+"""Config schema of ``phe_classify`` (values: ``configs/phe_classify.yaml`` and ``.demo.yaml``).
+
+Neutral defaults only; the source notes' numbers live in the YAML files, with their citations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.registry import BACKBONES, did_you_mean
+from medtasks.schema import RunConfig
+
+
+@dataclass
+class PheModelConfig:
+    backbone: str = "resnet18"              # any registered backbone (resnet18 | resnet50 | efficientnet_b4)
+    dropout: float = 0.0                    # before the one-logit linear head
+    pretrained: Optional[Literal["imagenet"]] = None   # downloads torchvision weights (needs network)
+    weights: Optional[str] = None           # local state-dict file (torchvision layout)
+
+    def validate(self) -> None:
+        import medtasks.models  # noqa: F401  (registers the backbones)
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}.{did_you_mean(self.backbone, BACKBONES.names())}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class PheInputConfig:
+    size: int = 224                         # square input side after resizing the 512x512 PNG
+    channels: int = 3                       # the grey slice replicated (3 = what ImageNet ResNets expect)
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"   # channel mean/std: fitted on train, ImageNet's, or none
+    norm_samples: int = 256                 # training slices used to fit the dataset mean/std
+
+    def validate(self) -> None:
+        if self.size < 16:
+            raise ConfigError(f"size: expected >= 16 pixels, got {self.size}")
+        if self.channels < 1:
+            raise ConfigError(f"channels: expected >= 1, got {self.channels}")
+
+
+@dataclass
+class PheAugmentConfig:
+    """Training-time augmentation (:func:`medtasks.transforms.augment.build_augmentation`); 0 = off."""
+
+    hflip: float = 0.0                      # probability
+    vflip: float = 0.0
+    rotate_deg: float = 0.0                 # uniform +-deg
+    rotate_prob: float = 0.5
+    brightness: float = 0.0                 # additive shift range ([0, 1] image units)
+    contrast: float = 0.0                   # multiplicative range 1 +- contrast
+    noise_std: float = 0.0                  # Gaussian noise std
+    noise_prob: float = 0.5
+    resized_crop_scale: Optional[list[float]] = None   # [min, max] area fraction of a random crop, resized back
+    erasing_prob: float = 0.0               # random erasing (coarse dropout)
+
+
+@dataclass
+class PheLossConfig:
+    name: Literal["weighted_bce"] = "weighted_bce"   # one label: plain BCEWithLogits
+    pos_weight: Optional[float] = None      # up-weights PHE-positive slices (e.g. negatives/positives ~ 3.8)
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        if self.pos_weight is not None and not self.pos_weight > 0:
+            raise ConfigError(f"pos_weight: expected > 0 (or null), got {self.pos_weight}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class GradCamConfig:
+    """Grad-CAM overlays of test-split TP / FP / FN slices, written after evaluation."""
+
+    enabled: bool = True
+    per_kind: int = 4                       # slices shown per kind (most confident TPs / FPs, most missed FNs)
+    target_layer: str = "backbone.layer4"   # module name in the network (ResNet: its last conv stage)
+    alpha: float = 0.45                     # heatmap opacity
+
+    def validate(self) -> None:
+        if self.per_kind < 1:
+            raise ConfigError(f"per_kind: expected >= 1, got {self.per_kind}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha: expected a value in [0, 1], got {self.alpha}")
+
+
+@dataclass
+class PheSynthConfig:
+    """Embedded default: :func:`medtasks.synth.phe_sich.generate_phe_sich` parameters."""
+
+    n_patients: int = 20
+    matrix: int = 512
+    slices: tuple[int, int] = (26, 32)
+    seed: int = 0
+
+
+@dataclass
+class PheClassifyConfig(RunConfig):
+    task: str = "phe_classify"
+    model: PheModelConfig = field(default_factory=PheModelConfig)
+    input: PheInputConfig = field(default_factory=PheInputConfig)
+    augment: PheAugmentConfig = field(default_factory=PheAugmentConfig)
+    loss: PheLossConfig = field(default_factory=PheLossConfig)
+    gradcam: GradCamConfig = field(default_factory=GradCamConfig)
+    synth: PheSynthConfig = field(default_factory=PheSynthConfig)

@@ -127,3 +127,22 @@ def test_sequence_head_needs_cv():
 
     with pytest.raises(ConfigError, match="cv.folds"):
         load_config(CONFIG, IchConfig, ["sequence.enabled=true"])
+
+
+def test_predict_with_context_and_sequence_head(seq_run, manifest, tmp_path):
+    """predict on a raw DICOM folder rebuilds series, neighbours and the stage-2 head."""
+    import shutil
+
+    rd, _ = seq_run
+    man = pd.read_csv(manifest)
+    series = man.series_instance_uid.iloc[0]
+    folder = tmp_path / "study"
+    folder.mkdir()
+    rows = man[man.series_instance_uid == series]
+    for p in rows.path:
+        shutil.copy(Path(manifest).parent / p, folder / Path(p).name)
+    out = api.predict("ich_classify", rd.path, folder, tmp_path / "pred", progress=False)
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == len(rows) and preds.prob_any.between(0, 1).all()
+    sub = pd.read_csv(out / "submission.csv")
+    assert len(sub) == 6 * len(rows)

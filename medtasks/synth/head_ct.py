@@ -18,17 +18,15 @@ import functools
 import json
 import logging
 import math
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from medtasks.io.atomic import write_text_atomic
+from medtasks.synth.common import marker_matches, run_parallel
 from medtasks.synth.dicom_writer import SeriesHeader, format_ds, write_ct_slice
 from medtasks.synth.head_ct_anatomy import AIR_HU, HeadShape, outer_half_extent, render_head, sample_head_shape
 from medtasks.synth.head_ct_fields import Frame, Pose, ramp, smoothstep
@@ -303,36 +301,20 @@ def generate_head_ct(out: str | Path, n_patients: int = 40, seed: int = 0, matri
               "slices_per_series": [lo, hi], "slice_thickness": float(slice_thickness),
               "p_hemorrhage": float(p_hemorrhage), "p_wrapped": float(p_wrapped),
               "min_lesion_mm2": float(min_lesion_mm2)}
-    if marker.is_file() and csv_path.is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")) == params:
-                logger.info("synthetic head CT already complete in %s", out)
-                return csv_path
-        except (OSError, ValueError):
-            pass  # unreadable marker: regenerate
+    if marker_matches(marker, params, csv_path):
+        logger.info("synthetic head CT already complete in %s", out)
+        return csv_path
     marker.unlink(missing_ok=True)
     images.mkdir(parents=True, exist_ok=True)
     plans = plan_dataset(n_patients, seed, matrix, (lo, hi), slice_thickness, p_hemorrhage, p_wrapped)
     logger.info("writing %d series (%d slices) of synthetic head CT to %s",
                 len(plans), sum(len(p.sop_uids) for p in plans), images)
-    rows: list[tuple[str, list[str]]] = []
     job = functools.partial(_write_series, images=images, matrix=matrix, slice_thickness=slice_thickness,
                             min_lesion_mm2=min_lesion_mm2)
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(plans)))
-    bar = tqdm(total=len(plans), desc="synthetic head CT", unit="series", disable=not progress)
-    if n_workers == 1:
-        results = (job(plan) for plan in plans)
-    else:  # series are independent and fully determined by their plan: same files for any worker count
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(job, plans, chunksize=4)
-    try:
-        for series_rows in results:
-            rows.extend(series_rows)
-            bar.update()
-    finally:
-        bar.close()
-        if n_workers > 1:
-            pool.shutdown()
+    # Series are independent and fully determined by their plan: same files for any worker count.
+    rows: list[tuple[str, list[str]]] = [row for series_rows in run_parallel(
+        job, plans, workers or os.cpu_count() or 1, "synthetic head CT", "series", progress, chunksize=4)
+        for row in series_rows]
     expected = {f"{sop}.dcm" for sop, _ in rows}
     for path in images.iterdir():  # leftovers of other parameters or of an interrupted run
         if (path.name.startswith("ID_") and path.suffix == ".dcm" and path.name not in expected) or (

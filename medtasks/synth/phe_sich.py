@@ -68,14 +68,13 @@ import gzip
 import io
 import json
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from medtasks.io.atomic import atomic_path, write_text_atomic
+from medtasks.synth.common import marker_matches, run_parallel
 from medtasks.synth.phe_sich_render import LABELS, SLICE_THICKNESS, PatientPlan, PatientVolume, render_patient
 
 __all__ = ["HEMORRHAGE_TYPES", "LABELS", "QUIRK_PATIENT", "PatientPlan", "brain_window", "generate_phe_sich",
@@ -306,8 +305,6 @@ def generate_phe_sich(out: str | Path, n_patients: int = 20, seed: int = 0, matr
         >>> (root / "SubdatasetA_NIFIT" / "NIFIT" / "label" / "0013.nii.gz").is_file()  # doctest: +SKIP
         True
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     lo, hi = (int(v) for v in slices)
     if n_patients < 1 or not 4 <= lo <= hi <= 100 or matrix < 64:
@@ -316,35 +313,19 @@ def generate_phe_sich(out: str | Path, n_patients: int = 20, seed: int = 0, matr
     params = {"format": _FORMAT_VERSION, "n_patients": int(n_patients), "seed": int(seed), "matrix": int(matrix),
               "slices": [lo, hi]}
     marker, labels_csv, medinfo = out / ".complete", out / "task4_labels.csv", out / "MedInfo.csv"
-    if marker.is_file() and labels_csv.is_file() and medinfo.is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")) == params:
-                logger.info("synthetic PHE-SICH-CT-IDS already complete in %s", out)
-                return out
-        except (OSError, ValueError):
-            pass  # unreadable marker: regenerate
+    if marker_matches(marker, params, labels_csv, medinfo):
+        logger.info("synthetic PHE-SICH-CT-IDS already complete in %s", out)
+        return out
     marker.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_phe_dataset(n_patients, seed, (lo, hi))
     logger.info("writing %d synthetic PHE-SICH-CT-IDS patients (%d slices, %dx%d) to %s",
                 len(plans), sum(p.n_slices for p in plans), matrix, matrix, out)
     job = functools.partial(_write_patient, out=out, matrix=matrix)
-    n_workers = max(1, min(workers or _default_workers(matrix, hi), len(plans)))
-    bar = tqdm(total=len(plans), desc="synthetic PHE-SICH", unit="patient", disable=not progress)
-    rows: list[str] = []
-    if n_workers == 1:
-        results = (job(plan) for plan in plans)
-    else:  # patients are independent and fully determined by their plan: same files for any worker count
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(job, plans)
-    try:
-        for patient_rows in results:
-            rows.extend(patient_rows)
-            bar.update()
-    finally:
-        bar.close()
-        if n_workers > 1:
-            pool.shutdown()
+    # Patients are independent and fully determined by their plan: same files for any worker count.
+    rows: list[str] = [row for patient_rows in run_parallel(
+        job, plans, workers or _default_workers(matrix, hi), "synthetic PHE-SICH", "patient", progress)
+        for row in patient_rows]
     expected = {p for plan in plans for paths in patient_files(plan.patient_id, plan.n_slices).values() for p in paths}
     _remove_stale(out, expected)
     write_text_atomic(labels_csv, "image," + ",".join(LABELS) + "\n" + "".join(r + "\n" for r in rows))

@@ -272,7 +272,7 @@ class PheClassify(ClassificationTask):
         metrics["per_class"][LABEL].update({k: binary[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")},
                                            support=binary["n_pos"])
         for avg in ("macro", "weighted", "micro"):
-            metrics.pop(avg, None)
+            metrics[avg] = {k: binary[k] for k in ("precision", "recall", "f1")}
         # The notes' table: both classes' precision / recall / F1 / support and the averages.
         kw = dict(labels=[0, 1], target_names=["no PHE", "PHE"], zero_division=0)
         y_pred = (p >= thr).astype(int)

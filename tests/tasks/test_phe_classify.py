@@ -19,6 +19,7 @@ from medtasks.config import ConfigError, load_config
 from medtasks.data.phe_sich import SLICE_COLUMNS
 from medtasks.data.splits import LEAKY_WARNING
 from medtasks.report.gradcam import gradcam_grid, gradcam_maps
+from medtasks.report.text import per_class_table
 from medtasks.synth.phe_sich import generate_phe_sich
 from medtasks.tasks.phe_classify import LABEL_NOTE, PheClassify, read_grey
 from medtasks.tasks.phe_config import PheClassifyConfig
@@ -86,6 +87,8 @@ def test_run_directory_metrics_and_report(trained) -> None:
     assert [pc[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")] == \
         [saved[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")]
     assert pc["support"] == saved["n_pos"] == pc["tp"] + pc["fn"] > 0
+    assert saved["macro"] == saved["weighted"] == {k: pc[k] for k in ("precision", "recall", "f1")}
+    assert per_class_table(saved).splitlines()[1].split()[0] == "phe"      # the end-of-run table of the CLI
     assert set(saved["classification_report"]) >= {"no PHE", "PHE", "accuracy"}
     man = pd.read_csv(p / "manifest.csv", dtype={"patient_id": str})
     assert man.groupby("patient_id").split.nunique().max() == 1     # split by patient

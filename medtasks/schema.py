@@ -82,6 +82,25 @@ class EvalConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation (:func:`medtasks.transforms.augment.build_augmentation`); 0 / null = off.
+
+    Every switch defaults to off; the source reports' values live in ``configs/<task>.yaml``.
+    """
+
+    hflip: float = 0.0                      # probability
+    vflip: float = 0.0
+    rotate_deg: float = 0.0                 # uniform +-deg
+    rotate_prob: float = 0.5
+    brightness: float = 0.0                 # additive shift range ([0, 1] image units)
+    contrast: float = 0.0                   # multiplicative range 1 +- contrast
+    noise_std: float = 0.0                  # Gaussian noise std
+    noise_prob: float = 0.5
+    resized_crop_scale: Optional[list[float]] = None   # [min, max] area fraction of a random crop, resized back
+    erasing_prob: float = 0.0               # random erasing (coarse dropout)
+
+
+@dataclass
 class CalibrationConfig:
     """Post-hoc fitting on the validation split after training (classification tasks)."""
 

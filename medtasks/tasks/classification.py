@@ -141,8 +141,6 @@ class ClassificationTask(Task):
     def calibrate(self, run: RunDir, val_df: pd.DataFrame) -> None:
         """Fit ``calibration.temperature`` / ``calibration.thresholds`` on the validation split
         with the best checkpoint and save them in ``task_state.json`` (used by evaluate and predict)."""
-        from medtasks.metrics.tuning import fit_temperature, search_thresholds
-
         c = self.cfg.calibration
         if c.temperature or c.thresholds:
             val_df = val_df.reset_index(drop=True)

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from medtasks.config import ConfigError
 from medtasks.registry import BACKBONES, did_you_mean
-from medtasks.schema import RunConfig
+from medtasks.schema import AugmentConfig, RunConfig
 
 LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
 
@@ -45,20 +45,6 @@ class IchInputConfig:
     def validate(self) -> None:
         if not 0 <= self.context <= 5:
             raise ConfigError(f"context: neighbours per side in 0..5, got {self.context}")
-
-
-@dataclass
-class AugmentConfig:
-    hflip: float = 0.5                      # probability
-    vflip: float = 0.0
-    rotate_deg: float = 10.0                # uniform +-deg
-    rotate_prob: float = 0.5
-    brightness: float = 0.1                 # additive shift range (windowed [0,1] units)
-    contrast: float = 0.1                   # multiplicative range 1 +- contrast
-    noise_std: float = 0.02                 # Gaussian noise std
-    noise_prob: float = 0.5
-    resized_crop_scale: Optional[list[float]] = field(default_factory=lambda: [0.85, 1.0])  # area fraction range
-    erasing_prob: float = 0.25              # random erasing (coarse dropout)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 from medtasks.config import ConfigError
 from medtasks.registry import BACKBONES, did_you_mean
-from medtasks.schema import RunConfig
+from medtasks.schema import AugmentConfig, RunConfig
 
 
 @dataclass
@@ -41,22 +41,6 @@ class PheInputConfig:
             raise ConfigError(f"size: expected >= 16 pixels, got {self.size}")
         if self.channels < 1:
             raise ConfigError(f"channels: expected >= 1, got {self.channels}")
-
-
-@dataclass
-class PheAugmentConfig:
-    """Training-time augmentation (:func:`medtasks.transforms.augment.build_augmentation`); 0 = off."""
-
-    hflip: float = 0.0                      # probability
-    vflip: float = 0.0
-    rotate_deg: float = 0.0                 # uniform +-deg
-    rotate_prob: float = 0.5
-    brightness: float = 0.0                 # additive shift range ([0, 1] image units)
-    contrast: float = 0.0                   # multiplicative range 1 +- contrast
-    noise_std: float = 0.0                  # Gaussian noise std
-    noise_prob: float = 0.5
-    resized_crop_scale: Optional[list[float]] = None   # [min, max] area fraction of a random crop, resized back
-    erasing_prob: float = 0.0               # random erasing (coarse dropout)
 
 
 @dataclass
@@ -103,7 +87,7 @@ class PheClassifyConfig(RunConfig):
     task: str = "phe_classify"
     model: PheModelConfig = field(default_factory=PheModelConfig)
     input: PheInputConfig = field(default_factory=PheInputConfig)
-    augment: PheAugmentConfig = field(default_factory=PheAugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: PheLossConfig = field(default_factory=PheLossConfig)
     gradcam: GradCamConfig = field(default_factory=GradCamConfig)
     synth: PheSynthConfig = field(default_factory=PheSynthConfig)

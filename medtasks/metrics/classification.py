@@ -20,7 +20,6 @@ from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
     log_loss,
-    multilabel_confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -183,6 +182,8 @@ def resolve_thresholds(thresholds: ThresholdSpec, labels: Sequence[str]) -> np.n
 
 def _prf(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> dict:
     """sklearn precision / recall / F1 for one averaging mode, as Python floats."""
+    if y_true.ndim == 2 and y_true.shape[1] == 1:  # one label: every average is that label's binary figure
+        y_true, y_pred, average = y_true[:, 0], y_pred[:, 0], "binary"
     p, r, f, _ = precision_recall_fscore_support(
         y_true, y_pred, average=average, zero_division=0
     )
@@ -227,24 +228,24 @@ def multilabel_table(
     thr = resolve_thresholds(thresholds, labels)
     y_pred = (yp >= thr[None, :]).astype(np.int64)
 
-    prec, rec, f1, support = precision_recall_fscore_support(
-        yt, y_pred, average=None, zero_division=0
-    )
-    mcm = multilabel_confusion_matrix(yt, y_pred)  # (C, 2, 2): [[tn, fp], [fn, tp]]
-
     per_class: dict[str, dict] = {}
     for j, lab in enumerate(labels):
+        # Column by column with average="binary": a single (N, 1) column handed to sklearn as a
+        # whole would be read as a two-class target (class 0's numbers first).
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            yt[:, j], y_pred[:, j], average="binary", zero_division=0
+        )
+        tn, fp, fn, tp = confusion_matrix(yt[:, j], y_pred[:, j], labels=[0, 1]).ravel()
         roc, ap = _ranking_scores(yt[:, j], yp[:, j])
-        (tn, fp), (fn, tp) = mcm[j]
         per_class[lab] = {
-            "precision": float(prec[j]),
-            "recall": float(rec[j]),
-            "f1": float(f1[j]),
+            "precision": float(prec),
+            "recall": float(rec),
+            "f1": float(f1),
             "roc_auc": roc,
             "pr_auc": ap,
             # labels= keeps log_loss defined for a column with a single class.
             "log_loss": float(log_loss(yt[:, j], yp[:, j], labels=[0, 1])),
-            "support": int(support[j]),
+            "support": int(tp + fn),
             "tp": int(tp),
             "fp": int(fp),
             "fn": int(fn),

@@ -54,6 +54,8 @@ class ClassificationTask(Task):
         return {lab: float(saved.get(lab, self.cfg.eval.threshold)) for lab in self.labels}
 
     def headline(self) -> tuple[str, ...]:
+        if self.kind == "binary":
+            return ("accuracy", "precision", "recall", "f1", "roc_auc")
         return ("weighted_f1", "macro_f1")
 
     def class_weights(self) -> list[float] | None:
@@ -246,10 +248,20 @@ class ClassificationTask(Task):
         write_csv_atomic(preds, run / "predictions.csv")
         y = test_df[list(self.labels)].astype(int).values
         thr = self.thresholds()
-        summary = multilabel_summary(y, probs, list(self.labels), test_df[self.group_column].astype(str).values,
-                                     thresholds=thr, class_weights=self.class_weights(), headline=self.headline(),
+        groups = test_df[self.group_column].astype(str).values
+        binary = self.kind == "binary" and len(self.labels) == 1
+        summary = multilabel_summary(y, probs, list(self.labels), groups, thresholds=thr,
+                                     class_weights=self.class_weights(), headline=() if binary else self.headline(),
                                      n_boot=self.cfg.eval.n_boot, seed=self.cfg.seed,
                                      n_bins=self.cfg.eval.calibration_bins)
+        if binary:  # accuracy / precision / recall / F1 / ROC-AUC (+ specificity, counts) with patient-bootstrap CIs
+            from medtasks.metrics.summary import binary_summary
+
+            extra = binary_summary(y[:, 0], probs[:, 0], groups, threshold=thr[self.labels[0]],
+                                   headline=self.headline(), n_boot=self.cfg.eval.n_boot, seed=self.cfg.seed,
+                                   n_bins=self.cfg.eval.calibration_bins)
+            extra.pop("calibration", None), extra.pop("reliability", None)  # the same numbers as above
+            summary.update(extra)
         metrics = {"task": self.name, "kind": self.kind, "synthetic": bool(self.cfg.data.synthetic),
                    "config_hash": config_hash(self.cfg), "split": split, "labels": list(self.labels),
                    "thresholds": thr, "temperature": self.temperature(), **summary, "warnings": list(warnings or [])}

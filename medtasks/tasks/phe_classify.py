@@ -240,7 +240,7 @@ class PheClassify(ClassificationTask):
 
     # ---- evaluation ---------------------------------------------------------------------------
     def headline(self) -> tuple[str, ...]:
-        return ()  # the binary headline (with CIs) is computed in evaluate
+        return HEADLINE
 
     def val_metrics(self, y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
         from sklearn.metrics import f1_score, roc_auc_score
@@ -256,23 +256,11 @@ class PheClassify(ClassificationTask):
         precision, recall, F1 and ROC-AUC, sklearn's two-class report, and the Grad-CAM grids."""
         from sklearn.metrics import classification_report
 
-        from medtasks.metrics.summary import binary_summary
-
         metrics = super().evaluate(run, df, fit_result, [*(warnings or []), LABEL_NOTE])
+        binary = metrics  # the kind-level evaluation carries the binary table with CIs
         preds = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
         y, p = preds[f"true_{LABEL}"].to_numpy(int), preds[f"prob_{LABEL}"].to_numpy(float)
         thr = self.thresholds()[LABEL]
-        binary = binary_summary(y, p, preds["patient_id"].to_numpy(str), threshold=thr, headline=HEADLINE,
-                                n_boot=self.cfg.eval.n_boot, seed=self.cfg.seed, n_bins=self.cfg.eval.calibration_bins)
-        binary.pop("calibration", None), binary.pop("reliability", None)  # the same numbers as the kind-level ones
-        metrics.update(binary)
-        # multilabel_table hands its one (N, 1) column to sklearn, which reads it as a two-class binary
-        # target: per_class then holds class 0's precision/recall/counts and the averages mix both
-        # classes. Put the PHE class's own numbers back; averages of one label are that label.
-        metrics["per_class"][LABEL].update({k: binary[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")},
-                                           support=binary["n_pos"])
-        for avg in ("macro", "weighted", "micro"):
-            metrics[avg] = {k: binary[k] for k in ("precision", "recall", "f1")}
         # The notes' table: both classes' precision / recall / F1 / support and the averages.
         kw = dict(labels=[0, 1], target_names=["no PHE", "PHE"], zero_division=0)
         y_pred = (p >= thr).astype(int)

@@ -202,3 +202,22 @@ def test_binary_summary() -> None:
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
     with pytest.raises(ValueError, match="valid names"):
         binary_summary(y, p, groups, headline=("auc",), n_boot=5)
+
+
+def test_one_label_table_is_that_label_not_class_zero() -> None:
+    """An (N, 1) target is one label (binary tasks), not a two-class problem: the per-class row and
+    every average are the positive class's figures (sklearn average='binary')."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(7)
+    y = (rng.random((80, 1)) < 0.3).astype(int)
+    p = np.clip(0.35 * y + rng.random((80, 1)) * 0.7, 0, 1)
+    t = multilabel_table(y, p, ["phe"], 0.5)
+    pred = (p[:, 0] >= 0.5).astype(int)
+    prec, rec, f1, _ = precision_recall_fscore_support(y[:, 0], pred, average="binary", zero_division=0)
+    tn, fp, fn, tp = confusion_matrix(y[:, 0], pred, labels=[0, 1]).ravel()
+    row = t["per_class"]["phe"]
+    assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((prec, rec, f1))
+    assert (row["tp"], row["fp"], row["fn"], row["tn"], row["support"]) == (tp, fp, fn, tn, int(y.sum()))
+    for avg in ("macro", "weighted", "micro"):
+        assert (t[avg]["precision"], t[avg]["recall"], t[avg]["f1"]) == pytest.approx((prec, rec, f1))

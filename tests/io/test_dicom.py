@@ -269,7 +269,7 @@ def _native_cases(tmp_path: Path) -> list[Path]:
 
 
 def test_native_fast_path_equals_pydicom(tmp_path: Path) -> None:
-    from medtasks.io.dicom import _native_pixels
+    from medtasks.io.dicom_pixels import native_pixels as _native_pixels
 
     used = 0
     for path in _native_cases(tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupResampler", "bootstrap_ci", "paired_bootstrap_diff"]
+__all__ = ["GroupResampler", "ResampledAUC", "bootstrap_ci", "paired_bootstrap_diff"]
 
 METHOD = "percentile, resampled by patient"
 
@@ -253,3 +253,28 @@ def paired_bootstrap_diff(
     out["ci_low"], out["ci_high"] = lo, hi
     out["excludes_zero"] = bool(lo > 0.0 or hi < 0.0)
     return out
+
+
+class ResampledAUC:
+    """ROC-AUC of one label on a bootstrap replicate, in O(N) without re-sorting.
+
+    A replicate is a multiset of rows; with ``w`` = how often each row was drawn, the AUC is
+    the Mann-Whitney statistic ``sum_pos w * (neg weight below + neg weight tied / 2) /
+    (W_pos * W_neg)``, which equals ``sklearn.metrics.roc_auc_score(y[idx], p[idx])``
+    (checked in the tests) at a fraction of its cost on large test sets.
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.n = y.shape[0]
+        _, self.tie = np.unique(p, return_inverse=True)  # tie group of each row, ascending score
+        self.n_ties = int(self.tie.max()) + 1
+        self.y = y.astype(np.float64)
+
+    def __call__(self, idx: np.ndarray) -> float:
+        w = np.bincount(idx, minlength=self.n).astype(np.float64)
+        pos = np.bincount(self.tie, weights=w * self.y, minlength=self.n_ties)
+        neg = np.bincount(self.tie, weights=w * (1.0 - self.y), minlength=self.n_ties)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("ROC-AUC undefined with a single class")  # bootstrap skips the replicate
+        return float(pos @ (np.cumsum(neg) - 0.5 * neg) / (n_pos * n_neg))

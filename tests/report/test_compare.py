@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from medtasks.metrics.bootstrap import ResampledAUC
 from medtasks.compare import (
     CompareError,
-    _ResampledAUC,
     add_compare_parser,
     compare_runs,
     run_compare,
@@ -249,7 +249,7 @@ def test_resampled_auc_equals_sklearn_with_ties() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 80)
     p = np.round(rng.random(80), 1)  # many ties
-    auc = _ResampledAUC(y, p)
+    auc = ResampledAUC(y, p)
     for _ in range(20):
         idx = rng.integers(0, 80, 80)
         assert auc(idx) == pytest.approx(roc_auc_score(y[idx], p[idx]))

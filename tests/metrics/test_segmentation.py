@@ -9,20 +9,17 @@ import pytest
 from sklearn.metrics import confusion_matrix
 
 from medtasks.metrics.bootstrap import bootstrap_ci
+from medtasks.metrics.lesions import isbi_score, lesion_detection, lesion_volume, volume_correlation
 from medtasks.metrics.segmentation import (
     case_metric_fn,
     confusion_counts,
     hd95,
-    isbi_score,
-    lesion_detection,
-    lesion_volume,
     overlap_metrics,
     per_class_dice,
     pixel_confusion_matrix,
     pooled_and_per_case,
     pooled_metric_fn,
     seg_to_classification,
-    volume_correlation,
 )
 
 

@@ -145,7 +145,7 @@ def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: st
     write_rejected(out_dir / "rejected.csv", rejected)
     if df.empty:
         raise ValueError(f"{input_path}: no usable input ({len(rejected)} rejected; see {out_dir / 'rejected.csv'})")
-    frame = task.predict_frame(rd, df, progress=progress)
+    frame = task.predict_frame(rd, df, progress=progress, out_dir=out_dir)
     write_csv_atomic(frame, out_dir / "predictions.csv")
     task.write_predict_outputs(frame, out_dir)
     log.info("predicted %d cases (%d rejected) -> %s", len(frame), len(rejected), out_dir)

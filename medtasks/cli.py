@@ -74,18 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             for t in rows:
                 print(f"{t['name']:<16}{t['kind']:<14}{t['source']:<38}{t['summary']}")
         elif args.command == "run":
-            from medtasks.report.text import per_class_table
+            from medtasks.report.text import run_summary
 
             rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
                                   runs_dir=args.runs_dir, resume=args.resume)
-            tag = " (SYNTHETIC data)" if metrics.get("synthetic") else ""
-            print(f"\n{args.task} — held-out split '{metrics['split']}', {metrics['n']} cases, "
-                  f"{metrics['n_patients']} patients{tag}")
-            if "per_class" in metrics:
-                print(per_class_table(metrics))
-            for name, h in metrics.get("headline", {}).items():
-                ci = "" if h.get("ci_low") is None else f"  95% CI [{h['ci_low']:.4f}, {h['ci_high']:.4f}]"
-                print(f"{name}: {h['value']:.4f}{ci}")
+            print(run_summary(args.task, metrics))
             print(f"\nreport: {(rd / 'report.html').resolve()}")
         elif args.command == "prepare":
             opts = {k: v for k, v in (("labels", args.labels), ("workers", args.workers)) if v is not None}

@@ -57,7 +57,9 @@ def read_manifest(path: str | Path, required: Sequence[str], root: str | None = 
     base = data_root(path, root)
     for col in path_columns:
         if col in df.columns:
-            df[col] = [str(p) if os.path.isabs(str(p)) else str((base / str(p)).resolve()) for p in df[col]]
+            # An empty cell (optional file, e.g. no NIfTI for a slice) stays empty, not the manifest's folder.
+            df[col] = ["" if pd.isna(p) or str(p) == "" else str(p) if os.path.isabs(str(p))
+                       else str((base / str(p)).resolve()) for p in df[col]]
     return df
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,20 +28,33 @@ class _LabelFreePrepare:
 
 
 def run_inference(network: torch.nn.Module, loader: Any, device: torch.device, prepare_batch: Any = None,
-                  amp: bool = True, progress: bool = False, desc: str = "predict") -> np.ndarray:
+                  amp: bool = True, progress: bool = False, desc: str = "predict",
+                  on_batch: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
     """Return the network's raw outputs (e.g. logits) for every sample of ``loader``, in loader order.
 
-    The loader must not shuffle; row ``i`` of the result belongs to dataset item ``i``.
+    The loader must not shuffle; row ``i`` of the result belongs to dataset item ``i``. With
+    ``on_batch`` the outputs are streamed instead of kept: ``on_batch(outputs, first_row)`` is
+    called per batch (``first_row`` = dataset index of its first item) and an empty array is
+    returned, so memory stays bounded (segmentation maps of thousands of slices).
 
     Example:
         >>> logits = run_inference(net, DataLoader(ds, batch_size=32), torch.device("cpu"))
     """
     outputs: list[torch.Tensor] = []
+    seen = [0]
+
+    def collect(engine: Any) -> None:
+        out = engine.state.output["pred"].detach().float().cpu()
+        if on_batch is None:
+            outputs.append(out)
+        else:
+            on_batch(out.numpy(), seen[0])
+        seen[0] += len(out)
+
     evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=network.to(device),
                                     prepare_batch=_LabelFreePrepare(prepare_batch), amp=amp_enabled(amp, device),
                                     decollate=False)
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED,
-                                lambda e: outputs.append(e.state.output["pred"].detach().float().cpu()))
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
     if progress:
         ProgressBar(persist=False, desc=desc, ncols=100).attach(evaluator)
     evaluator.run()

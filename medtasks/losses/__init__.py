@@ -1,3 +1,3 @@
 """Registered losses; importing this package registers them."""
 
-from medtasks.losses import classification  # noqa: F401  (registration side effects)
+from medtasks.losses import classification, segmentation  # noqa: F401  (registration side effects)

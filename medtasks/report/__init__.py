@@ -35,6 +35,7 @@ from medtasks.io.atomic import write_text_atomic
 from medtasks.registry import Registry, UnknownNameError, did_you_mean
 from medtasks.report import html as _html
 from medtasks.report import multilabel as _multilabel
+from medtasks.report import segmentation as _segmentation
 
 __all__ = ["render_report", "load_run", "RunData", "SECTIONS", "SectionBuilder"]
 
@@ -46,6 +47,7 @@ SECTIONS = Registry("report kind")
 SECTIONS.register("multilabel")(_multilabel.build_sections)
 # A binary run is a one-label multilabel run in predictions.csv and metrics.json.
 SECTIONS.register("binary")(_multilabel.build_sections)
+SECTIONS.register("segmentation")(_segmentation.build_sections)
 
 
 @dataclass

@@ -85,6 +85,19 @@ class Task:
         """Task-specific prediction files beside ``predictions.csv`` (default: none)."""
 
     # ---- shared behaviour -------------------------------------------------------------------
+    def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> Any:
+        """A MONAI DataLoader over ``records(df)`` with the split's transforms and the configured cache."""
+        from monai.data import DataLoader
+
+        from medtasks.data.datasets import build_dataset
+
+        recs = self.records(df)
+        ds = build_dataset(recs, self.build_transforms(split), cache=self.cfg.data.cache,
+                           cache_dir=self.cfg.data.cache_dir, num_workers=self.cfg.data.num_workers,
+                           progress=False)
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.cfg.data.num_workers,
+                          drop_last=shuffle and len(ds) > batch_size)
+
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
         return read_manifest(path, self.required_columns, root=self.cfg.data.root)
 

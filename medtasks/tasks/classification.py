@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
 
 from medtasks.config import config_hash
-from medtasks.data.datasets import build_dataset
 from medtasks.data.manifest import write_csv_atomic
 from medtasks.engine.inference import run_inference
 from medtasks.engine.runtime import select_device
@@ -66,14 +64,6 @@ class ClassificationTask(Task):
         return 0.0
 
     # ---- flows ------------------------------------------------------------------------------
-    def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        recs = self.records(df)
-        ds = build_dataset(recs, self.build_transforms(split), cache=self.cfg.data.cache,
-                           cache_dir=self.cfg.data.cache_dir, num_workers=self.cfg.data.num_workers,
-                           progress=False)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.cfg.data.num_workers,
-                          drop_last=shuffle and len(ds) > batch_size)
-
     def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True,
               in_cv: bool = False) -> FitResult:
         """Train on ``split == train`` with validation on ``split == val``, then calibrate.
@@ -290,8 +280,8 @@ class ClassificationTask(Task):
                 "weighted_log_loss": rsna_weighted_log_loss(y, probs, self.class_weights() or [1.0] * len(self.labels)),
                 "reliability": reliability_bins(y, probs, n_bins=bins)}
 
-    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
-        """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_*."""
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir=None) -> pd.DataFrame:
+        """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_* (``out_dir``: unused here)."""
         model = self.load_model(run, "best")
         probs = self.infer(model, df.assign(split="predict"), "predict", progress=progress)
         return self.prediction_frame(df, probs, with_truth=False)

@@ -26,28 +26,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, MapTransform, RepeatChanneld
+from monai.transforms import Compose
 from torch import nn
 
 import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers backbones)
 from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
+from medtasks.io import images
 from medtasks.io.atomic import write_text_atomic
-from medtasks.registry import BACKBONES, LOSSES, TASKS
+from medtasks.models.classifier import ImageClassifier
+from medtasks.registry import LOSSES, TASKS
 from medtasks.rundir import write_json_atomic
 from medtasks.tasks.base import PrepareResult
 from medtasks.tasks.classification import ClassificationTask
 from medtasks.tasks.phe_config import PheClassifyConfig
 from medtasks.transforms.augment import build_augmentation
-from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
+from medtasks.transforms.grey import IMAGENET_MEAN, IMAGENET_STD, fit_grey_stats, grey_pipeline
 
 log = logging.getLogger(__name__)
 
 LABEL = "phe"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
 LABEL_NOTE = ("Label = perihematomal edema (PHE): phe = 1 when the slice's annotation has a PHE box. The dataset "
               "marks the edema, not the hematoma, and every patient has a hemorrhage: this is not "
@@ -55,98 +54,17 @@ LABEL_NOTE = ("Label = perihematomal edema (PHE): phe = 1 when the slice's annot
 GRADCAM_KINDS = {"tp": "true positives", "fp": "false positives", "fn": "false negatives"}
 
 
-def read_grey(path: str | Path) -> np.ndarray:
-    """A 2-D image file as a ``(1, H, W)`` float32 array in [0, 1] (colour converted to grey).
-
-    8-bit images are divided by 255, 16-bit ones by 65535: PHE-SICH PNGs are 8-bit, already
-    brain-windowed, so no further windowing is applied. Raises ``ValueError`` naming the file.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "I;16", "I;16B", "I;16L"):
-                im = im.convert("L")
-            arr = np.asarray(im)
-    except Exception as exc:  # any decoder error: name the file
-        raise ValueError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
-    scale = 255.0 if arr.dtype == np.uint8 else 65535.0
-    return (arr.astype(np.float32) / scale)[None]
-
-
-class LoadGreyImaged(MapTransform):
-    """Replace the file path under ``keys`` by :func:`read_grey`'s ``(1, H, W)`` array."""
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = read_grey(d[key])
-        return d
-
-
-def grey_pipeline(size: int, channels: int = 3, mean: list[float] | None = None, std: list[float] | None = None,
-                  augment: list | None = None) -> Compose:
-    """Image path -> ``(channels, size, size)`` float32 tensor (see the module docstring).
-
-    Example:
-        >>> grey_pipeline(64)({"image": "0004_15.png"})["image"].shape  # doctest: +SKIP
-        torch.Size([3, 64, 64])
-    """
-    steps = [LoadGreyImaged("image"), ResizeImaged("image", size, mode="area"), *(augment or [])]
-    if channels > 1:
-        steps.append(RepeatChanneld("image", repeats=channels))
-    if mean is not None and std is not None:
-        steps.append(NormalizeChannelsd("image", mean, std, as_tensor=True))
-    steps.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
-    return Compose(steps)
-
-
-class PheClassifier(nn.Module):
-    """Backbone features -> dropout -> ``Linear(dim, n_outputs)`` (the notes' ResNet18 with a new ``fc``).
-
-    Example:
-        >>> PheClassifier("resnet18")(torch.zeros(2, 3, 64, 64)).shape
-        torch.Size([2, 1])
-    """
-
-    def __init__(self, backbone: str = "resnet18", n_outputs: int = 1, in_channels: int = 3, dropout: float = 0.0,
-                 pretrained: str | None = None, weights: str | None = None) -> None:
-        super().__init__()
-        self.backbone, dim = BACKBONES.get(backbone)(in_channels=in_channels, pretrained=pretrained, weights=weights)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_outputs))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(image))
-
-
 def find_images(source: Path) -> tuple[pd.DataFrame, Rejected]:
-    """Image files under ``source`` (a file or a folder, recursive) that decode; the others rejected."""
+    """Image files under ``source`` (a file or a folder, recursive) that decode; the others rejected.
+    ``patient_id`` / ``slice_index`` come from the PHE-SICH name when it parses (else empty)."""
     from medtasks.data.phe_sich import parse_slice_name
 
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
-                                                     if p.is_file() and not p.name.startswith("."))
-    rows, rejected = [], Rejected()
-    for p in files:
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            rejected.add(p, "unknown_file", f"not an image file ({', '.join(IMAGE_SUFFIXES)})")
-            continue
-        try:
-            read_grey(p)
-        except ValueError as exc:
-            rejected.add(p, "unreadable", str(exc).split(": ", 1)[-1])
-            continue
+    found, bad = images.find_images(source)
+    rows = []
+    for p in found:
         key = parse_slice_name(p.name)
-        rows.append({"image": str(p.resolve()), "patient_id": str(key[0]) if key else "",
-                     "slice_index": key[1] if key else None})
-    return pd.DataFrame(rows, columns=["image", "patient_id", "slice_index"]), rejected
+        rows.append({"image": str(p), "patient_id": str(key[0]) if key else "", "slice_index": key[1] if key else None})
+    return pd.DataFrame(rows, columns=["image", "patient_id", "slice_index"]), Rejected(bad)
 
 
 @TASKS.register("phe_classify")
@@ -211,12 +129,8 @@ class PheClassify(ClassificationTask):
                 raise ValueError(f"input.normalize=imagenet needs input.channels=3, got {inp.channels}")
             self.state["norm_mean"], self.state["norm_std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
         elif inp.normalize == "dataset":
-            rng = np.random.default_rng(self.cfg.seed)
-            pick = rng.choice(len(train_records), size=min(inp.norm_samples, len(train_records)), replace=False)
-            load = grey_pipeline(inp.size, channels=1)
-            stack = np.stack([load({"image": train_records[i]["image"]})["image"].numpy() for i in sorted(pick)])
-            self.state["norm_mean"] = [round(float(stack.mean()), 6)] * inp.channels
-            self.state["norm_std"] = [round(max(float(stack.std()), 1e-6), 6)] * inp.channels
+            self.state["norm_mean"], self.state["norm_std"] = fit_grey_stats(
+                [r["image"] for r in train_records], inp.size, inp.channels, inp.norm_samples, self.cfg.seed)
         log.info("input normalisation: %s", {k: self.state.get(k) for k in ("norm_mean", "norm_std")})
 
     # ---- builders -----------------------------------------------------------------------------
@@ -227,7 +141,7 @@ class PheClassify(ClassificationTask):
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        return PheClassifier(m.backbone, n_outputs=1, in_channels=self.cfg.input.channels, dropout=m.dropout,
+        return ImageClassifier(m.backbone, n_outputs=len(self.labels), in_channels=self.cfg.input.channels, dropout=m.dropout,
                              pretrained=m.pretrained, weights=m.weights)
 
     def build_loss(self) -> nn.Module:
@@ -281,7 +195,7 @@ class PheClassify(ClassificationTask):
         and the most missed false negatives (lowest), ties by case id. A kind with no slice is
         skipped with a log line; so is everything when the target layer is not in the network.
         """
-        from medtasks.report.gradcam import gradcam_grid
+        from medtasks.viz.gradcam import gradcam_grid
 
         g = self.cfg.gradcam
         y, pred = preds[f"true_{LABEL}"].astype(int), preds[f"pred_{LABEL}"].astype(int)

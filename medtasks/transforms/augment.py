@@ -83,7 +83,8 @@ def _crop_scale(cfg: Mapping[str, Any]) -> tuple[float, float] | None:
     return lo, hi
 
 
-def build_augmentation(keys: Sequence[str], cfg: Mapping[str, Any], size: int) -> list[Transform]:
+def build_augmentation(keys: Sequence[str], cfg: Mapping[str, Any], size: int,
+                       label_keys: Sequence[str] = ()) -> list[Transform]:
     """Build the random augmentation list described by ``cfg``.
 
     Every cfg key is optional and 0 / None / False switches its augmentation off, so an
@@ -100,9 +101,11 @@ def build_augmentation(keys: Sequence[str], cfg: Mapping[str, Any], size: int) -
         RandomResizedCrop. Rotation pads with 0 (the window's lower bound).
 
     Args:
-        keys: Image keys to augment (masks would need nearest interpolation; not handled).
+        keys: Image keys to augment.
         cfg: Switches, see :data:`AUGMENT_KEYS`.
         size: Side length of the images the list receives and returns.
+        label_keys: Masks that follow every spatial step (crop, flips, rotation) with nearest
+            interpolation, so they stay binary and aligned; intensity steps leave them alone.
 
     Returns:
         List of MONAI dictionary transforms.
@@ -120,21 +123,24 @@ def build_augmentation(keys: Sequence[str], cfg: Mapping[str, Any], size: int) -
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     keys = list(keys)
+    labels = list(label_keys)
+    spatial = keys + labels
+    modes = ["bilinear"] * len(keys) + ["nearest"] * len(labels)
     steps: list[Transform] = []
 
     if (scale := _crop_scale(cfg)) is not None and scale != (1.0, 1.0):
         side_lo, side_hi = math.sqrt(scale[0]), math.sqrt(scale[1])
-        steps.append(RandScaleCropd(keys, roi_scale=side_lo, max_roi_scale=side_hi, random_size=True))
-        steps.append(Resized(keys, spatial_size=(size, size), mode="area"))
+        steps.append(RandScaleCropd(spatial, roi_scale=side_lo, max_roi_scale=side_hi, random_size=True))
+        steps.append(Resized(spatial, spatial_size=(size, size), mode=["area"] * len(keys) + ["nearest"] * len(labels)))
     # Spatial axes of a (C, H, W) image: 0 = rows (vertical), 1 = columns (horizontal).
     if (p := _prob(cfg, "hflip")) > 0:
-        steps.append(RandFlipd(keys, prob=p, spatial_axis=1))
+        steps.append(RandFlipd(spatial, prob=p, spatial_axis=1))
     if (p := _prob(cfg, "vflip")) > 0:
-        steps.append(RandFlipd(keys, prob=p, spatial_axis=0))
+        steps.append(RandFlipd(spatial, prob=p, spatial_axis=0))
     if (deg := _magnitude(cfg, "rotate_deg")) > 0:
         p = _prob(cfg, "rotate_prob", 0.5)
         steps.append(
-            RandRotated(keys, range_x=math.radians(deg), prob=p, keep_size=True, padding_mode="zeros")
+            RandRotated(spatial, range_x=math.radians(deg), prob=p, keep_size=True, padding_mode="zeros", mode=modes)
         )
     contrast, brightness = _magnitude(cfg, "contrast"), _magnitude(cfg, "brightness")
     if contrast > 0:
@@ -164,6 +170,6 @@ def build_augmentation(keys: Sequence[str], cfg: Mapping[str, Any], size: int) -
         )
     if steps:
         # Some MONAI transforms keep the input dtype; pin float32 for the model.
-        steps.append(CastToTyped(keys, dtype=np.float32))
+        steps.append(CastToTyped(spatial, dtype=np.float32))
     logger.debug("augmentation: %s", [type(t).__name__ for t in steps])
     return steps

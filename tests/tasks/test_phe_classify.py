@@ -18,10 +18,10 @@ from medtasks import api
 from medtasks.config import ConfigError, load_config
 from medtasks.data.phe_sich import SLICE_COLUMNS
 from medtasks.data.splits import LEAKY_WARNING
-from medtasks.report.gradcam import gradcam_grid, gradcam_maps
+from medtasks.viz.gradcam import gradcam_grid, gradcam_maps
 from medtasks.report.text import per_class_table
-from medtasks.synth.phe_sich import generate_phe_sich
-from medtasks.tasks.phe_classify import LABEL_NOTE, PheClassify, read_grey
+from medtasks.io.images import read_grey
+from medtasks.tasks.phe_classify import LABEL_NOTE, PheClassify
 from medtasks.tasks.phe_config import PheClassifyConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_classify.demo.yaml"
@@ -30,9 +30,8 @@ TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=6
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    return generate_phe_sich(tmp_path_factory.mktemp("phe") / "release", n_patients=6, matrix=128, slices=(8, 8),
-                             seed=0, progress=False, workers=1)
+def synth(phe_release) -> Path:
+    return phe_release
 
 
 @pytest.fixture(scope="module")

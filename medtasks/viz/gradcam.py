@@ -96,7 +96,7 @@ def gradcam_grid(model: nn.Module, images: torch.Tensor, target_layer: str, titl
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    from medtasks.report.figures import _new_figure, _style, save_figure
+    from medtasks.viz.canvas import _new_figure, _style, save_figure
 
     n = int(images.shape[0])
     if n == 0 or len(titles) != n:

@@ -1,0 +1,77 @@
+"""Config schema of ``phe_segment`` (values: ``configs/phe_segment.yaml`` and ``.demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.schema import AugmentConfig, EvalConfig, RunConfig, TrainConfig
+from medtasks.tasks.phe_config import PheSynthConfig
+
+
+@dataclass
+class SegModelConfig:
+    name: Literal["smp_unet"] = "smp_unet"
+    encoder: str = "resnet34"               # any segmentation-models-pytorch encoder name
+    encoder_weights: Optional[Literal["imagenet"]] = None   # downloads the encoder's weights (needs network)
+    weights: Optional[str] = None           # a saved whole-network state dict (e.g. a medtasks best.pt)
+
+
+@dataclass
+class SegInputConfig:
+    source: Literal["png", "nifti"] = "png"  # PNG slice + PNG mask, or axial slices of the NIfTI volume + mask
+    size: int = 256                          # square side the model sees; metrics are computed at native size
+    channels: int = 3                        # grey replicated (3 = what ImageNet encoders expect)
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
+    norm_samples: int = 256
+    window_level: float = 40.0               # NIfTI (HU) only: the brain window the PNGs were exported with
+    window_width: float = 80.0
+
+    def validate(self) -> None:
+        if self.size < 32 or self.size % 32:
+            raise ConfigError(f"size: a U-Net with 5 downsamplings needs a multiple of 32 (>= 32), got {self.size}")
+        if self.window_width <= 0:
+            raise ConfigError(f"window_width: expected > 0, got {self.window_width}")
+
+
+@dataclass
+class SegLossConfig:
+    name: Literal["bce_dice"] = "bce_dice"
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    batch_dice: bool = True                  # one Dice over the batch (empty slices add no 0/0 noise)
+    pos_weight: Optional[float] = None       # up-weights lesion pixels in the BCE term
+
+
+@dataclass
+class SegEvalConfig(EvalConfig):
+    min_area: int = 20                       # seg -> classification: a slice is positive with >= this many predicted px
+    save_masks: bool = True                  # masks/<case>.png of the evaluated split
+    overlays: int = 8                        # slices per overlay grid (best / worst Dice, false positives)
+    pixel_spacing_mm: Optional[float] = None # HD95 in mm when given (PHE-SICH: ~0.5), else in pixels
+
+    def validate(self) -> None:
+        super().validate()
+        if self.min_area < 1:
+            raise ConfigError(f"min_area: expected >= 1 pixel, got {self.min_area}")
+        if self.tta:
+            raise ConfigError("tta: not supported for segmentation; set eval.tta=false")
+
+
+@dataclass
+class SegTrainConfig(TrainConfig):
+    monitor: str = "val_dice"
+    monitor_mode: Literal["min", "max"] = "max"
+
+
+@dataclass
+class PheSegmentConfig(RunConfig):
+    task: str = "phe_segment"
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    input: SegInputConfig = field(default_factory=SegInputConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+    synth: PheSynthConfig = field(default_factory=PheSynthConfig)

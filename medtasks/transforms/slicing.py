@@ -1,0 +1,100 @@
+"""2-D samples for segmentation: binary mask images, and axial slices taken out of NIfTI volumes.
+
+Slicing is a transform step (the record names the volume and the slice index), not a
+preprocessing dump of PNGs: the volume is the source of truth and a change of window or
+normalisation needs no re-export. Volumes are read with nibabel through a small per-process
+cache, so a dataset of ~30 slices per volume reads each volume once, not 30 times.
+
+Axes: nibabel gives ``(x, y, z)``; the axial slice ``k`` is ``data[:, :, k].T`` = ``(y, x)``
+(rows = y), which is how the PHE-SICH PNGs of the same volume are laid out (and how a viewer
+shows an axial plane in voxel order). Image and mask go through the same code, so they stay
+aligned whatever the volume's orientation.
+
+Example:
+    >>> t = LoadAxialSliced(["image", "label"], slice_key="slice_index")
+    >>> d = t({"image": "0004.nii.gz", "label": "0004_mask.nii.gz", "slice_index": 12})  # doctest: +SKIP
+    >>> d["image"].shape  # (1, y, x) float32 (HU for a CT volume)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from medtasks.io.images import read_grey
+
+__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "read_mask"]
+
+_VOLUMES: "OrderedDict[str, np.ndarray]" = OrderedDict()
+_CACHE_SIZE = 4  # volumes kept per process (a shuffled epoch still hits most of the time at ~30 slices each)
+
+
+def _volume(path: str) -> np.ndarray:
+    if path in _VOLUMES:
+        _VOLUMES.move_to_end(path)
+        return _VOLUMES[path]
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.load(path).dataobj)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read NIfTI volume ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3-D volume, got shape {data.shape}")
+    _VOLUMES[path] = data
+    while len(_VOLUMES) > _CACHE_SIZE:
+        _VOLUMES.popitem(last=False)
+    return data
+
+
+def axial_slice(path: str | Path, index: int) -> np.ndarray:
+    """Axial slice ``index`` of a NIfTI volume as a ``(1, y, x)`` float32 array (raw values)."""
+    data = _volume(str(path))
+    if not 0 <= int(index) < data.shape[2]:
+        raise ValueError(f"{path}: slice {index} is outside the volume's {data.shape[2]} axial slices")
+    return np.ascontiguousarray(data[:, :, int(index)].T, dtype=np.float32)[None]
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask image (PNG/JPG, any non-zero pixel = lesion) as a ``(1, H, W)`` float32 0/1 array.
+
+    JPEG masks are lossy: values are thresholded at half the range, not at > 0, so compression
+    noise around the edge does not become lesion.
+    """
+    arr = read_grey(path)
+    cut = 0.5 if Path(path).suffix.lower() in (".jpg", ".jpeg") else 0.0
+    return (arr > cut).astype(np.float32)
+
+
+class LoadAxialSliced(MapTransform):
+    """Replace the volume path under each key by its axial slice ``data[slice_key]``; masks
+    (``mask_keys``) come out binary (> 0)."""
+
+    def __init__(self, keys: KeysCollection, slice_key: str = "slice_index", mask_keys: KeysCollection = (),
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.slice_key = slice_key
+        self.mask_keys = {mask_keys} if isinstance(mask_keys, str) else set(mask_keys)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            plane = axial_slice(d[key], int(d[self.slice_key]))
+            d[key] = (plane > 0).astype(np.float32) if key in self.mask_keys else plane
+        return d
+
+
+class LoadMaskd(MapTransform):
+    """Replace the mask file path under ``keys`` by :func:`read_mask`'s ``(1, H, W)`` 0/1 array."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = read_mask(d[key])
+        return d

@@ -1,0 +1,1 @@
+"""Figures drawn from models and masks (Grad-CAM, overlays); the report module renders run files."""

@@ -49,3 +49,55 @@ class WeightedBCEWithLogits(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight, reduction="none")
         w = self.class_weights.to(logits.dtype)
         return ((bce * w).sum(dim=1) / w.sum()).mean()
+
+
+@LOSSES.register("binary_ce")
+class BinaryCrossEntropy(nn.Module):
+    """Two-class cross-entropy on one logit, optionally class-weighted: ``CrossEntropyLoss(weight=[w0, w1])``
+    on the logits ``[0, z]``, i.e. per sample ``w_y * BCE(z, y)``, averaged with the weights as the
+    denominator (PyTorch's weighted-mean rule), so ``[1, 1]`` is plain CE = BCE.
+
+    Example:
+        >>> z, y = torch.tensor([[2.0], [-1.0]]), torch.tensor([[1.0], [1.0]])
+        >>> ce = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0]))
+        >>> bool(torch.isclose(BinaryCrossEntropy([1.0, 3.0])(z, y),
+        ...                    ce(torch.cat([torch.zeros_like(z), z], 1), y[:, 0].long())))
+        True
+    """
+
+    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        w = [1.0, 1.0] if class_weights is None else [float(v) for v in class_weights]
+        if len(w) != 2 or min(w) <= 0:
+            raise ValueError(f"loss.class_weights: expected two positive weights [negative, positive], got {class_weights}")
+        self.register_buffer("weights", torch.tensor(w))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.to(logits.dtype)
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        w = self.weights[0] + (self.weights[1] - self.weights[0]) * target
+        return (w * per).sum() / w.sum()
+
+
+@LOSSES.register("focal")
+class BinaryFocalLoss(nn.Module):
+    """Sigmoid focal loss (Lin et al. 2017) through MONAI's ``FocalLoss(use_softmax=False)``:
+    ``-alpha_t (1 - p_t)^gamma log p_t``, mean over samples. ``alpha`` weighs the positive class
+    (``1 - alpha`` the negative); ``None`` = unweighted. ``gamma = 0`` and no alpha is plain BCE.
+
+    Example:
+        >>> z, y = torch.tensor([[0.3], [-2.0]]), torch.tensor([[1.0], [0.0]])
+        >>> bool(torch.isclose(BinaryFocalLoss(gamma=0.0)(z, y), F.binary_cross_entropy_with_logits(z, y)))
+        True
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = None) -> None:
+        super().__init__()
+        from monai.losses import FocalLoss
+
+        if gamma < 0 or (alpha is not None and not 0 < alpha < 1):
+            raise ValueError(f"focal loss: gamma must be >= 0 and alpha in (0, 1) or null; got {gamma}, {alpha}")
+        self.loss = FocalLoss(include_background=True, gamma=gamma, alpha=alpha, use_softmax=False, reduction="mean")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target.to(logits.dtype))

@@ -104,6 +104,23 @@ def _efficientnet_b4(in_channels: int = 3, pretrained: str | None = None, weight
     return net, dim
 
 
+def _vgg16(in_channels: int = 3, pretrained: str | None = None, weights: str | None = None) -> tuple[nn.Module, int]:
+    """torchvision VGG16: ``features`` (31 modules: 13 conv + ReLU + 5 max-pools), adaptive 7x7 average pool,
+    and the classifier up to its second 4096-unit ReLU + dropout; the last ``Linear(4096, 1000)`` becomes
+    the task head. The VGG16 of the chest X-ray report (``features[1:31]`` frozen in its partial run)."""
+    import torchvision.models as tvm
+
+    net = _torchvision("vgg16", tvm.vgg16, "VGG16_Weights", pretrained)
+    if weights:
+        load_local_weights(net, weights)
+    if in_channels != 3:
+        net.features[0] = _replace_first_conv(net.features[0], in_channels)
+    dim = net.classifier[-1].in_features
+    net.classifier[-1] = nn.Identity()
+    return net, dim
+
+
 BACKBONES.register("resnet18")(_resnet(18))
 BACKBONES.register("resnet50")(_resnet(50))
 BACKBONES.register("efficientnet_b4")(_efficientnet_b4)
+BACKBONES.register("vgg16")(_vgg16)

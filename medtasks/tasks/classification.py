@@ -88,7 +88,7 @@ class ClassificationTask(Task):
         device = select_device(cfg.train.device)
         model = self.build_model()
         loss = self.build_loss()
-        optim = build_optimizer(model.parameters(), cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum)
+        optim = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum)
         log.info("training %s on %d slices (%d val), device %s", self.name, len(train_df), len(val_df), device)
         t = cfg.train
         result = fit(network=model, optimizer=optim, loss_fn=loss,

@@ -102,11 +102,6 @@ class PheMultilabel(PheClassify):
             df[lab] = df[lab].astype(int)
         return df
 
-    def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
-        cols = list(self.labels)
-        y = df[cols].to_numpy(np.float32) if set(cols) <= set(df.columns) else np.zeros((len(df), len(cols)), np.float32)
-        return [{"image": p, "label": v} for p, v in zip(df["image"], y)]
-
     def build_loss(self):
         c = self.cfg.loss
         return LOSSES.get(c.name)(class_weights=[1.0] * len(self.labels), pos_weight=c.pos_weight,

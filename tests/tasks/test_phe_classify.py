@@ -111,7 +111,7 @@ def test_gradcam_skips_kinds_without_slices(trained, caplog) -> None:
     task = api.task_from_run(rd)
     preds = pd.read_csv(rd / "predictions.csv", dtype={"patient_id": str})
     only_fn = preds[preds.true_phe == 1].assign(pred_phe=0)              # no TP, no FP
-    with caplog.at_level("INFO", logger="medtasks.tasks.phe_classify"):
+    with caplog.at_level("INFO", logger="medtasks.tasks.grey_classifier"):
         assert task.write_gradcam(rd, only_fn) == {"tp": 0, "fp": 0, "fn": min(4, len(only_fn))}
         assert [p.name for p in (rd / "figures").glob("extra_gradcam_*.png")] == ["extra_gradcam_fn.png"]
         assert task.write_gradcam(rd, preds[preds.true_phe == 0].assign(pred_phe=0)) == \

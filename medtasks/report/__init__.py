@@ -34,6 +34,7 @@ from medtasks.io.atomic import write_text_atomic
 
 from medtasks.registry import Registry, UnknownNameError, did_you_mean
 from medtasks.report import html as _html
+from medtasks.report import detection as _detection
 from medtasks.report import multilabel as _multilabel
 from medtasks.report import segmentation as _segmentation
 
@@ -48,6 +49,7 @@ SECTIONS.register("multilabel")(_multilabel.build_sections)
 # A binary run is a one-label multilabel run in predictions.csv and metrics.json.
 SECTIONS.register("binary")(_multilabel.build_sections)
 SECTIONS.register("segmentation")(_segmentation.build_sections)
+SECTIONS.register("detection")(_detection.build_sections)
 
 
 @dataclass

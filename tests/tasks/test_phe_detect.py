@@ -1,0 +1,112 @@
+"""phe_detect end to end on the tiny synthetic release, with the network blocked: prepare -> YOLO dataset in the
+run directory (labels exact) -> ultralytics training -> evaluation (ultralytics' mAP and ours with CIs, image-level
+table) -> report -> predict; AP by hand."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medtasks import api
+from medtasks.metrics.detection import ap_from_matches, average_precision, match_image
+
+_trap = getattr(np, "trapezoid", None) or np.trapz
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_detect.demo.yaml"
+TINY = ["train.epochs=1", "train.batch_size=8", "detect.imgsz=64", "detect.plots=false", "eval.n_boot=20",
+        "eval.batch_size=8", "data.split=[0.5,0.25,0.25]", "eval.conf=0.0001"]
+
+
+@pytest.fixture(scope="module")
+def trained(phe_release, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    tries: list = []
+
+    def refuse(*a, **k):
+        tries.append(a)
+        raise OSError("network blocked by test")
+
+    for obj, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                      (socket, "getaddrinfo")):
+        mp.setattr(obj, name, refuse)
+    try:
+        out = tmp_path_factory.mktemp("m") / "det.csv"
+        api.prepare("phe_detect", phe_release, out, progress=False)
+        rd, metrics = api.run("phe_detect", manifest=out, config=CONFIG, overrides=TINY,
+                              runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+        folder = sorted((phe_release / "SubdatasetC_PNG" / "set").iterdir())[0]   # one patient's 8 slices
+        out_dir = api.predict("phe_detect", rd.path, folder,
+                              out=tmp_path_factory.mktemp("pred"), progress=False)
+    finally:
+        mp.undo()
+    assert tries == []                                                   # nothing tried to reach the network
+    return rd, metrics, out_dir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_yolo_dataset_in_the_run(trained) -> None:
+    rd, _, _ = trained
+    data = yaml.safe_load((rd / "data.yaml").read_text())
+    assert data["names"] == {0: "phe"} and Path(data["path"]) == (rd / "yolo_data").resolve()
+    man = pd.read_csv(rd / "manifest.csv", dtype={"patient_id": str})
+    for split in ("train", "val", "test"):
+        assert len(list((rd / "yolo_data" / "images" / split).iterdir())) == (man.split == split).sum()
+    r = man[man.n_boxes > 0].iloc[0]
+    lab = rd / "yolo_data" / "labels" / r.split / f"{Path(r.image).stem}.txt"
+    got = [list(map(float, ln.split()[1:])) for ln in lab.read_text().splitlines()]
+    want = [[(b[0] + b[2]) / 2 / r.width, (b[1] + b[3]) / 2 / r.height, (b[2] - b[0]) / r.width,
+             (b[3] - b[1]) / r.height] for b in json.loads(r.boxes)]
+    assert np.allclose(got, want, atol=1e-6)
+    neg = man[man.n_boxes == 0].iloc[0]
+    assert (rd / "yolo_data" / "labels" / neg.split / f"{Path(neg.image).stem}.txt").read_text() == ""
+    assert (rd / "checkpoints" / "best.pt").is_file() and (rd / "ultralytics" / "train" / "results.csv").is_file()
+    hist = pd.read_csv(rd / "history.csv")
+    assert {"epoch", "train_loss", "val_loss", "val_map50", "val_map50_95"} <= set(hist.columns) and len(hist) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_metrics_predictions_report(trained) -> None:
+    rd, metrics, out_dir = trained
+    saved = json.loads((rd / "metrics.json").read_text())
+    assert saved["kind"] == "detection" and 0 <= saved["ultralytics"]["map50"] <= 1
+    for k in ("ap50", "map50_95", "image_accuracy", "image_recall", "image_precision", "image_f1"):
+        h = saved["headline"][k]
+        assert h["value"] is not None and (h["ci_low"] is None or h["ci_low"] <= h["value"] <= h["ci_high"]), k
+    preds = pd.read_csv(rd / "predictions.csv")
+    assert list(preds.columns)[:3] == ["image", "patient_id", "split"]
+    assert {"class_id", "confidence", "x1", "y1", "x2", "y2", "class_name"} <= set(preds.columns)
+    man = pd.read_csv(rd / "manifest.csv")
+    assert set(preds.image) == set(man.loc[man.split == "test", "image"])   # every test slice has >= 1 row
+    cm = np.array(saved["confusion_matrix"])
+    assert cm.sum() == saved["n"] and cm[1].sum() == (man.loc[man.split == "test", "n_boxes"] > 0).sum()
+    html = (rd / "report.html").read_text()
+    assert 'id="box-table"' in html and 'id="image-report"' in html and "figures/confusion_matrices.png" in html
+    p = pd.read_csv(out_dir / "predictions.csv")
+    assert len(set(p.image)) == 8 and "class_id" in p.columns
+
+
+def test_average_precision_by_hand() -> None:
+    # two truth boxes in one image; detections: hit (0.9), miss (0.8), hit (0.7)
+    m = match_image([[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.8], [20, 20, 30, 30, 0.7]],
+                    [[0, 0, 10, 10], [20, 20, 30, 30]], iou=0.5)
+    assert m["tp"][:, 0].tolist() == [True, False, True]
+    # precision envelope sampled at 101 recall points: 1.0 below recall 0.5, 2/3 from 0.5 (the value after a
+    # step counts at the step), and 0 at recall 1.0 (the sentinel: ultralytics' rule, a perfect detector scores 0.995)
+    x = np.linspace(0, 1, 101)
+    env = np.where(x < 0.5, 1.0, 2 / 3)
+    env[-1] = 0.0
+    assert average_precision(m["tp"][:, 0], m["scores"], 2) == pytest.approx(_trap(env, x), abs=1e-9)
+    assert ap_from_matches([m]) == pytest.approx(_trap(env, x))
+    # a duplicate detection of an already matched box is a false positive
+    d = match_image([[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.8]], [[0, 0, 10, 10]], iou=0.5)
+    assert d["tp"][:, 0].tolist() == [True, False]
+    assert np.isnan(average_precision(np.zeros(0, bool), np.zeros(0), 0))
+    perfect = match_image([[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10]], iou=0.5)
+    assert average_precision(perfect["tp"][:, 0], perfect["scores"], 1) == pytest.approx(0.995)

@@ -33,18 +33,17 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.multival import MultiValue
 from pydicom.dataset import Dataset
 
-from medtasks.io.dicom import _decoder_problem
+from medtasks.io.dicom import _decoder_problem, _lenient  # lenient: exporters write odd values
 from medtasks.io.dicom_pixels import native_pixels
 from medtasks.io.images import IMAGE_SUFFIXES, read_grey
 
@@ -58,7 +57,6 @@ RADIOGRAPH_MODALITIES: tuple[str, ...] = ("CR", "DX", "DR")  # DR is not a DICOM
 REASONS: tuple[str, ...] = ("unreadable", "wrong_modality", "bad_shape", "no_pixel_data", "no_decoder")
 _PIL_FORMATS = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}  # MPO: camera JPEG
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class RadiographError(ValueError):
@@ -91,23 +89,6 @@ class RadiographInfo:
     patient_id: str = ""
     photometric: str = ""
     bits_stored: int = 8
-
-
-def _lenient(fn: _F) -> _F:
-    """Read with pydicom's value validation off (exporters write odd values; warnings per element
-    per file would flood the log), restoring the setting afterwards."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        settings = pydicom.config.settings
-        mode = settings.reading_validation_mode
-        settings.reading_validation_mode = pydicom.config.IGNORE
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            settings.reading_validation_mode = mode
-
-    return wrapper  # type: ignore[return-value]
 
 
 def is_dicom(path: str | os.PathLike[str]) -> bool:

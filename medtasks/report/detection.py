@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medtasks.report import figures
-from medtasks.report.html import figure, fmt_num, note, section, table
+from medtasks.report.html import classification_report_table, figure, fmt_num, note, section, table
 from medtasks.report.segmentation import _ci
 
 if TYPE_CHECKING:
@@ -55,11 +55,7 @@ def _image_section(run: RunData, fig_dir: Path) -> str:
                                      "confidence threshold.", alt="Confusion matrix"))
     rep = m.get("classification_report") or {}
     if rep:
-        rows = [[k, fmt_num(v.get("precision")), fmt_num(v.get("recall")), fmt_num(v.get("f1-score")),
-                 fmt_num(v.get("support"))] for k, v in rep.items() if isinstance(v, dict)]
-        rows.append(["accuracy", "", "", fmt_num(rep.get("accuracy")), ""])
-        body.append(table(["Slice class", "Precision", "Recall", "F1", "Support"], rows, table_id="image-report",
-                          numeric=[False, True, True, True, True]))
+        body.append(classification_report_table(rep, "image-report"))
     return section("image-level", "Image-level summary", *(body or [note("not available")]))
 
 

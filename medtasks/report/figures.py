@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 logger = logging.getLogger(__name__)
 
-from medtasks.viz.canvas import DPI, STYLE, Curve, _new_figure, _style, save_figure  # noqa: F401  (re-exported)
+from medtasks.viz.canvas import Curve, _new_figure, _style, save_figure
 
 
 def _pretty(column: str) -> str:

@@ -108,6 +108,15 @@ def table(
     return "".join(out)
 
 
+def classification_report_table(rep: dict, table_id: str) -> str:
+    """sklearn's ``classification_report(output_dict=True)`` as a table (classes, averages, accuracy)."""
+    rows = [[k, fmt_num(v.get("precision")), fmt_num(v.get("recall")), fmt_num(v.get("f1-score")),
+             fmt_num(v.get("support"))] for k, v in rep.items() if isinstance(v, dict)]
+    rows.append(["accuracy", "", "", fmt_num(rep.get("accuracy")), ""])
+    return table(["Class", "Precision", "Recall", "F1", "Support"], rows, table_id=table_id,
+                 numeric=[False, True, True, True, True])
+
+
 def section(section_id: str, title: str, *body: str) -> str:
     """Wrap body fragments (already HTML) in a ``<section>`` with an ``<h2>`` title."""
     return f'<section id="{esc(section_id)}">\n<h2>{esc(title)}</h2>\n' + "\n".join(body) + "\n</section>"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medtasks.report import figures
-from medtasks.report.html import figure, fmt_num, note, section, table
+from medtasks.report.html import classification_report_table, figure, fmt_num, note, section, table
 from medtasks.viz.canvas import _new_figure, _style, save_figure
 
 if TYPE_CHECKING:
@@ -90,11 +90,7 @@ def _confusion_section(m: dict[str, Any], fig_dir: Path, run: RunData) -> str:
                                      "notes' seg -> classification check per slice.", alt="Confusion matrices"))
     rep = s2c.get("report") or {}
     if rep:
-        rows = [[k, fmt_num(v.get("precision")), fmt_num(v.get("recall")), fmt_num(v.get("f1-score")),
-                 fmt_num(v.get("support"))] for k, v in rep.items() if isinstance(v, dict)]
-        rows.append(["accuracy", "", "", fmt_num(rep.get("accuracy")), ""])
-        body.append(table(["Slice class", "Precision", "Recall", "F1", "Support"], rows, table_id="seg2cls-table",
-                          numeric=[False, True, True, True, True]))
+        body.append(classification_report_table(rep, "seg2cls-table"))
     hist = _dice_histogram(run, fig_dir / "dice_histogram.png")
     if hist is not None:
         body.append(figure(hist.name, "Per-slice Dice over the slices whose truth has a lesion.", alt="Dice histogram"))

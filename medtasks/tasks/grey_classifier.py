@@ -30,7 +30,7 @@ from medtasks.registry import LOSSES
 from medtasks.rundir import write_json_atomic
 from medtasks.tasks.classification import ClassificationTask
 from medtasks.transforms.augment import build_augmentation
-from medtasks.transforms.grey import IMAGENET_MEAN, IMAGENET_STD, fit_grey_stats, grey_pipeline
+from medtasks.transforms.grey import channel_normalisation, grey_pipeline, grey_stats
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,10 @@ class GreyImageClassifier(ClassificationTask):
     def fit_state(self, train_records: list[dict[str, Any]]) -> None:
         """Channel mean/std: the grey training slices' (``input.normalize: dataset``) or ImageNet's."""
         inp = self.cfg.input
-        if inp.normalize == "imagenet":
-            if inp.channels != 3:
-                raise ValueError(f"input.normalize=imagenet needs input.channels=3, got {inp.channels}")
-            self.state["norm_mean"], self.state["norm_std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
-        elif inp.normalize == "dataset":
-            self.state["norm_mean"], self.state["norm_std"] = fit_grey_stats(
-                [r["image"] for r in train_records], inp.size, inp.channels, inp.norm_samples, self.cfg.seed,
-                reader=self.read_image)
+        load = grey_pipeline(inp.size, channels=1, reader=self.read_image)
+        self.state.update(channel_normalisation(
+            inp.normalize, inp.channels, lambda: grey_stats(train_records, load, inp.channels, inp.norm_samples,
+                                                            self.cfg.seed)))
         log.info("input normalisation: %s", {k: self.state.get(k) for k in ("norm_mean", "norm_std")})
 
     # ---- builders -----------------------------------------------------------------------------

@@ -17,19 +17,16 @@ optional ``pos_weight``). After evaluation, Grad-CAM grids of test TP / FP / FN 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
 from medtasks.io import images
 from medtasks.registry import TASKS
-from medtasks.tasks.base import PrepareResult
 from medtasks.tasks.grey_classifier import GreyImageClassifier
+from medtasks.tasks.phe_source import PheSichSource
 from medtasks.tasks.phe_config import PheClassifyConfig
 
 log = logging.getLogger(__name__)
@@ -54,7 +51,7 @@ def find_images(source: Path) -> tuple[pd.DataFrame, Rejected]:
 
 
 @TASKS.register("phe_classify")
-class PheClassify(GreyImageClassifier):
+class PheClassify(PheSichSource, GreyImageClassifier):
     """Slice-level PHE present / absent on PHE-SICH-CT-IDS PNG slices (ResNet18)."""
 
     name = "phe_classify"
@@ -69,31 +66,6 @@ class PheClassify(GreyImageClassifier):
     label_note = LABEL_NOTE
 
     # ---- data ---------------------------------------------------------------------------------
-    def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
-                progress: bool = True) -> PrepareResult:
-        """PHE-SICH-CT-IDS layout -> manifest (one row per PNG slice with a VOC XML) + rejected.csv.
-
-        ``workers`` is accepted for the CLI's sake (indexing reads headers only; it is serial).
-        """
-        from medtasks.data.phe_sich import index_phe_sich, write_phe_manifest
-
-        if labels is not None:
-            raise ValueError("phe_classify takes its labels from the VOC XML annotations; --labels is not used")
-        df, rejected = index_phe_sich(source, require=("xml",), progress=progress)
-        manifest, rej_path = write_phe_manifest(df, out, rejected)
-        return PrepareResult(Path(manifest), Path(rej_path), len(df), len(rejected))
-
-    def synthesize(self, cache_dir: Path) -> PrepareResult:
-        from medtasks.synth.phe_sich import generate_phe_sich
-
-        s = self.cfg.synth
-        params = to_dict(s)
-        tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-        folder = Path(cache_dir) / f"phe_sich-synth-n{s.n_patients}-m{s.matrix}-seed{s.seed}-{tag}"
-        generate_phe_sich(folder, n_patients=s.n_patients, seed=s.seed, matrix=s.matrix, slices=tuple(s.slices),
-                          progress=False)
-        return self.prepare(folder, folder / "manifest.csv", progress=False)
-
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
         """The manifest with absolute ``image`` paths and the label column ``phe`` (= ``has_phe``)."""
         df = read_manifest(path, self.required_columns, root=self.cfg.data.root, path_columns=("image",))

@@ -16,7 +16,6 @@ the report. The label is the edema (VOC class ``a``), not the hematoma.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from medtasks.config import config_hash, to_dict
+from medtasks.config import config_hash
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest, write_csv_atomic
 from medtasks.engine.runtime import seed_everything
 from medtasks.engine.trainer import FitResult
@@ -36,9 +35,10 @@ from medtasks.io.atomic import write_text_atomic
 from medtasks.io.voc import voc_to_yolo, write_yolo_labels
 from medtasks.registry import TASKS
 from medtasks.rundir import RunDir, write_json_atomic
-from medtasks.tasks.base import PrepareResult, Task
+from medtasks.tasks.base import Task
 from medtasks.tasks.phe_classify import LABEL_NOTE, find_images
 from medtasks.tasks.phe_detect_config import PheDetectConfig
+from medtasks.tasks.phe_source import PheSichSource
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _boxes(value: Any) -> list[list[float]]:
 
 
 @TASKS.register("phe_detect")
-class PheDetect(Task):
+class PheDetect(PheSichSource, Task):
     """PHE boxes on PHE-SICH PNG slices: VOC -> YOLO, ultralytics YOLOv8 from ``yolov8n.yaml``."""
 
     name = "phe_detect"
@@ -66,27 +66,6 @@ class PheDetect(Task):
     required_columns = ("patient_id", "image", "boxes", "width", "height")
 
     # ---- data ---------------------------------------------------------------------------------
-    def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
-                progress: bool = True) -> PrepareResult:
-        """PHE-SICH-CT-IDS layout -> manifest (one row per PNG slice with its VOC XML) + rejected.csv."""
-        from medtasks.data.phe_sich import index_phe_sich, write_phe_manifest
-
-        if labels is not None:
-            raise ValueError("phe_detect takes its boxes from the VOC XML annotations; --labels is not used")
-        df, rejected = index_phe_sich(source, require=("xml",), progress=progress)
-        manifest, rej_path = write_phe_manifest(df, out, rejected)
-        return PrepareResult(Path(manifest), Path(rej_path), len(df), len(rejected))
-
-    def synthesize(self, cache_dir: Path) -> PrepareResult:
-        from medtasks.synth.phe_sich import generate_phe_sich
-
-        s = self.cfg.synth
-        tag = hashlib.sha256(json.dumps(to_dict(s), sort_keys=True).encode()).hexdigest()[:8]
-        folder = Path(cache_dir) / f"phe_sich-synth-n{s.n_patients}-m{s.matrix}-seed{s.seed}-{tag}"
-        generate_phe_sich(folder, n_patients=s.n_patients, seed=s.seed, matrix=s.matrix, slices=tuple(s.slices),
-                          progress=False)
-        return self.prepare(folder, folder / "manifest.csv", progress=False)
-
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
         df = read_manifest(path, self.required_columns, root=self.cfg.data.root, path_columns=("image",))
         bad = df["boxes"].isna() | (df["boxes"].astype(str).str.strip() == "")

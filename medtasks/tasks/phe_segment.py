@@ -14,8 +14,6 @@ label is the edema rim, not the hematoma. Everything else is :class:`Segmentatio
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,13 @@ from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
 from medtasks.io.images import read_grey
 from medtasks.registry import LOSSES, MODELS, TASKS
-from medtasks.tasks.base import PrepareResult
 from medtasks.tasks.phe_classify import find_images
 from medtasks.tasks.phe_segment_config import PheSegmentConfig
+from medtasks.tasks.phe_source import PheSichSource
 from medtasks.tasks.segmentation import SegmentationTask
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.ct import apply_window
-from medtasks.transforms.grey import IMAGENET_MEAN, IMAGENET_STD, LoadGreyImaged
+from medtasks.transforms.grey import LoadGreyImaged, channel_normalisation, grey_stats
 from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
 from medtasks.transforms.slicing import LoadAxialSliced, LoadMaskd, axial_slice, read_mask
 
@@ -46,7 +44,7 @@ SOURCE_COLUMNS = {"png": ("image", "mask"), "nifti": ("nifti_volume", "nifti_mas
 
 
 @TASKS.register("phe_segment")
-class PheSegment(SegmentationTask):
+class PheSegment(PheSichSource, SegmentationTask):
     """PHE masks on PHE-SICH-CT-IDS slices (PNG or NIfTI), smp U-Net, BCE + Dice."""
 
     name = "phe_segment"
@@ -56,30 +54,10 @@ class PheSegment(SegmentationTask):
     summary = "PHE-SICH slices -> perihematomal edema masks, smp U-Net (resnet34), BCE+Dice, pooled & per-patient Dice"
     required_columns = ("patient_id", "slice_index", "image")
     id_columns = ("patient_id",)
+    phe_require = ("mask",)
+    phe_manifest = "manifest_segment.csv"
 
     # ---- data ---------------------------------------------------------------------------------
-    def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
-                progress: bool = True) -> PrepareResult:
-        """PHE-SICH-CT-IDS layout -> manifest (one row per slice with a mask) + rejected.csv."""
-        from medtasks.data.phe_sich import index_phe_sich, write_phe_manifest
-
-        if labels is not None:
-            raise ValueError("phe_segment takes its labels from the dataset's masks; --labels is not used")
-        df, rejected = index_phe_sich(source, require=("mask",), progress=progress)
-        manifest, rej_path = write_phe_manifest(df, out, rejected)
-        return PrepareResult(Path(manifest), Path(rej_path), len(df), len(rejected))
-
-    def synthesize(self, cache_dir: Path) -> PrepareResult:
-        from medtasks.synth.phe_sich import generate_phe_sich
-
-        s = self.cfg.synth
-        params = to_dict(s)
-        tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-        folder = Path(cache_dir) / f"phe_sich-synth-n{s.n_patients}-m{s.matrix}-seed{s.seed}-{tag}"
-        generate_phe_sich(folder, n_patients=s.n_patients, seed=s.seed, matrix=s.matrix, slices=tuple(s.slices),
-                          progress=False)
-        return self.prepare(folder, folder / "manifest_segment.csv", progress=False)
-
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
         src = self.cfg.input.source
         cols = SOURCE_COLUMNS[src]
@@ -103,17 +81,10 @@ class PheSegment(SegmentationTask):
 
     def fit_state(self, train_records: list[dict[str, Any]]) -> None:
         inp = self.cfg.input
-        if inp.normalize == "imagenet":
-            if inp.channels != 3:
-                raise ValueError(f"input.normalize=imagenet needs input.channels=3, got {inp.channels}")
-            self.state["norm_mean"], self.state["norm_std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
-        elif inp.normalize == "dataset":
-            rng = np.random.default_rng(self.cfg.seed)
-            pick = rng.choice(len(train_records), size=min(inp.norm_samples, len(train_records)), replace=False)
-            load = self._pipeline(augment=False, normalise=False, with_label=False, channels=1)
-            stack = np.stack([load(dict(train_records[i]))["image"].numpy() for i in sorted(pick)])
-            self.state["norm_mean"] = [round(float(stack.mean()), 6)] * inp.channels
-            self.state["norm_std"] = [round(max(float(stack.std()), 1e-6), 6)] * inp.channels
+        load = self._pipeline(augment=False, normalise=False, with_label=False, channels=1)
+        self.state.update(channel_normalisation(
+            inp.normalize, inp.channels, lambda: grey_stats(train_records, load, inp.channels, inp.norm_samples,
+                                                            self.cfg.seed)))
 
     # ---- builders -----------------------------------------------------------------------------
     def _pipeline(self, augment: bool, normalise: bool = True, with_label: bool = True,

@@ -52,11 +52,25 @@ def grey_pipeline(size: int, channels: int = 3, mean: list[float] | None = None,
     return Compose(steps)
 
 
-def fit_grey_stats(paths: list[str], size: int, channels: int, n_samples: int, seed: int,
-                   reader: Callable[[str | Path], np.ndarray] = read_grey) -> tuple[list[float], list[float]]:
-    """Grey mean/std of up to ``n_samples`` training images (seeded pick), repeated per channel."""
+def grey_stats(records: list[dict], load: Callable[[dict], dict], channels: int, n_samples: int,
+               seed: int) -> tuple[list[float], list[float]]:
+    """Grey mean/std of up to ``n_samples`` records (seeded pick) after ``load`` (a deterministic pipeline
+    giving ``{"image": (1, H, W)}``), repeated per channel."""
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(paths), size=min(n_samples, len(paths)), replace=False)
-    load = grey_pipeline(size, channels=1, reader=reader)
-    stack = np.stack([load({"image": paths[i]})["image"].numpy() for i in sorted(pick)])
+    pick = rng.choice(len(records), size=min(n_samples, len(records)), replace=False)
+    stack = np.stack([np.asarray(load(dict(records[i]))["image"]) for i in sorted(pick)])
     return [round(float(stack.mean()), 6)] * channels, [round(max(float(stack.std()), 1e-6), 6)] * channels
+
+
+def channel_normalisation(normalize: str, channels: int, stats: Callable[[], tuple[list[float], list[float]]]
+                          ) -> dict[str, list[float]]:
+    """``{"norm_mean", "norm_std"}`` for ``input.normalize``: ImageNet's (3 channels only), the training
+    images' (``stats()`` is called only then) or none (``{}``)."""
+    if normalize == "imagenet":
+        if channels != 3:
+            raise ValueError(f"input.normalize=imagenet needs input.channels=3, got {channels}")
+        return {"norm_mean": list(IMAGENET_MEAN), "norm_std": list(IMAGENET_STD)}
+    if normalize == "dataset":
+        mean, std = stats()
+        return {"norm_mean": mean, "norm_std": std}
+    return {}

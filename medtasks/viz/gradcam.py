@@ -64,11 +64,20 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, target_layer: str, clas
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     device = next(model.parameters()).device
+    # In-place activations (torchvision VGG's ReLU(inplace=True) right after the hooked conv) modify the
+    # hooked output, which autograd forbids; switch them off for the pass and restore them after.
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in inplace:
+        m.inplace = False
     cam = GradCAM(nn_module=model, target_layers=target_layer, postprocessing=minmax_normalizer)
     with torch.enable_grad():  # callers often sit inside torch.no_grad()
         # An input that requires grad keeps the full backward hook firing on the target layer even
         # when it is the first layer (torch warns otherwise).
-        maps = cam(x=images.to(device).float().requires_grad_(True), class_idx=class_idx)
+        try:
+            maps = cam(x=images.to(device).float().requires_grad_(True), class_idx=class_idx)
+        finally:
+            for m in inplace:
+                m.inplace = True
     return maps[:, 0].detach().cpu().numpy().astype(np.float32)
 
 

@@ -144,3 +144,18 @@ def test_config_errors() -> None:
     with pytest.raises(ValueError, match="no module 'backbone.layer9'"):
         XrayClassify(cfg).build_model()
     assert np.isfinite(1.0)
+
+
+def test_gradcam_on_vgg16_with_inplace_relu() -> None:
+    """torchvision VGG16 puts ReLU(inplace=True) after every conv: Grad-CAM on its last conv must still work
+    (and leave the ReLUs in-place afterwards)."""
+    from medtasks.models.classifier import ImageClassifier
+    from medtasks.tasks.grey_classifier import GreyImageClassifier
+    from medtasks.viz.gradcam import gradcam_maps
+
+    net = ImageClassifier("vgg16", 1).eval()
+    layer = GreyImageClassifier.gradcam_layer(net, "auto")
+    assert layer == "backbone.features.28"
+    maps = gradcam_maps(net, torch.randn(2, 3, 64, 64), layer)
+    assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
+    assert net.backbone.features[29].inplace is True

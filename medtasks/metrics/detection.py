@@ -5,10 +5,10 @@ validator gives one mAP for the split; resampling patients needs AP computed fro
 matches, which this module does (``ap_fn`` for :func:`~medtasks.metrics.bootstrap.bootstrap_ci`).
 Matching follows the COCO / ultralytics rule: per image, detections in decreasing confidence
 take the unmatched truth box of highest IoU >= the threshold; the rest are false positives.
-AP = area under the precision envelope sampled at 101 recall points with the sentinels
-``(0, 1)`` and ``(1, 0)``, exactly ultralytics' ``compute_ap`` (so a perfect detector scores 0.995,
-as there), so on the same detections it agrees with ultralytics' mAP50 up to the matching rule
-(ultralytics matches by IoU order, this module by confidence order, as COCO).
+AP = area under the precision envelope sampled at 101 recall points, with ultralytics' (8.4)
+``compute_ap`` sentinels: precision 1 at recall 0, and 0 from just after the highest recall
+reached up to recall 1 (a perfect detector scores 0.995, as there; recall never reached adds
+nothing). Matching and AP are ultralytics', so on the same detections the two agree.
 
 Example:
     >>> m = match_image([[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10]], iou=0.5)
@@ -81,8 +81,9 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, n_true: int) -> float:
     ctp, cfp = np.cumsum(hits), np.cumsum(1.0 - hits)
     recall = ctp / n_true
     precision = ctp / np.maximum(ctp + cfp, 1e-12)
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[1.0], precision, [0.0]])
+    # ultralytics' sentinels: precision falls to 0 just after the highest recall reached, then stays 0 to recall 1
+    mrec = np.concatenate([[0.0], recall, [recall[-1]], [1.0]])
+    mpre = np.concatenate([[1.0], precision, [0.0], [0.0]])
     mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
     x = np.linspace(0, 1, 101)
     trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz

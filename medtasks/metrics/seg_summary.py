@@ -3,8 +3,8 @@
 Three aggregates of each overlap metric, because they answer different questions and the PHE
 notes report only the first:
 
-* ``pooled`` — voxel counts summed over every case, then the ratio (the notes' "Dice 0.87" style;
-  dominated by large lesions and blind to empty slices);
+* ``pooled`` — voxel counts summed over every case, then the ratio (how the PHE notes report their
+  Dice 0.3936; dominated by large lesions and blind to empty slices);
 * ``per_image`` — the mean over cases whose truth has a lesion (the honest per-slice figure;
   an empty-truth case has no defined Dice), plus ``per_image_all`` over every case with the
   empty-case convention (both empty = 1) for comparison;

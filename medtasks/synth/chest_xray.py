@@ -54,7 +54,7 @@ __all__ = ["ImagePlan", "generate_chest_xray", "plan_chest_xray", "render_chest"
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1  # bump when the phantom or the layout changes, so that old .complete markers are redone
+_FORMAT_VERSION = 2  # bump when the phantom or the layout changes, so that old .complete markers are redone
 ROOTS = ("chest_xray", "dicom")
 _BACTERIA_P = 0.65  # the release: 2,530 bacterial vs 1,345 viral images
 _LEAK_FRACTION = 0.05
@@ -254,8 +254,8 @@ def render_chest(height: int, width: int, child_seed: int, seed: int, pneumonia:
                 by = prng.uniform(-0.12, 0.12) if viral else prng.uniform(-0.28, 0.2) * lh
                 if _in_lung(bx, by, lungs):
                     break
-            r = prng.uniform(0.035, 0.08) if viral else prng.uniform(0.05, 0.11)
-            contrast = prng.uniform(0.05, 0.22) if viral else prng.uniform(0.06, 0.32)
+            r = prng.uniform(0.045, 0.09) if viral else prng.uniform(0.06, 0.12)
+            contrast = prng.uniform(0.10, 0.28) if viral else prng.uniform(0.14, 0.40)
             aspect = prng.uniform(0.7, 1.4)
             env = np.exp(-(((x - bx) / (r * aspect)) ** 2 + ((y - by) * aspect / r) ** 2) / 2)
             img += contrast * env * (0.3 + 0.7 * patch if viral else 0.6 + 0.4 * patch) * lung

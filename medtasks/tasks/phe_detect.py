@@ -64,6 +64,7 @@ class PheDetect(PheSichSource, Task):
     source_report = "phe_sich_ct_ids_notes.txt"
     summary = "PHE-SICH slices + VOC XML -> edema boxes, ultralytics YOLOv8n (offline), mAP50/50-95 with CIs"
     required_columns = ("patient_id", "image", "boxes", "width", "height")
+    phe_manifest = "manifest_detect.csv"
 
     # ---- data ---------------------------------------------------------------------------------
     def load_manifest(self, path: str | Path) -> pd.DataFrame:

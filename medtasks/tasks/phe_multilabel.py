@@ -72,6 +72,7 @@ class PheMultilabel(PheClassify):
     Config = PheMultilabelConfig
     summary = "PHE-SICH slices + task4_labels.csv -> IVH / IPH / SAH multi-label, ResNet18, micro/macro F1"
     required_columns = ("patient_id", "image", *MULTILABELS)
+    phe_manifest = "manifest_multilabel.csv"     # its own file in the shared synthetic release folder
 
     def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
                 progress: bool = True) -> PrepareResult:

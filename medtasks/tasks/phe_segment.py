@@ -40,7 +40,7 @@ from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
 from medtasks.transforms.slicing import LoadAxialSliced, LoadMaskd, axial_slice, read_mask
 
 LABEL_NOTE = "Mask = perihematomal edema (PHE), the hypodense rim around the hematoma, not the hematoma itself."
-SOURCE_COLUMNS = {"png": ("image", "mask"), "nifti": ("nifti_volume", "nifti_mask")}
+SOURCE_COLUMNS = {"jpg": ("jpg", "jpg_mask"), "png": ("image", "mask"), "nifti": ("nifti_volume", "nifti_mask")}
 
 
 @TASKS.register("phe_segment")
@@ -54,7 +54,7 @@ class PheSegment(PheSichSource, SegmentationTask):
     summary = "PHE-SICH slices -> perihematomal edema masks, smp U-Net (resnet34), BCE+Dice, pooled & per-patient Dice"
     required_columns = ("patient_id", "slice_index", "image")
     id_columns = ("patient_id",)
-    phe_require = ("mask",)
+    phe_require = ()   # every indexed slice; load_manifest checks the files of the chosen input.source
     phe_manifest = "manifest_segment.csv"
 
     # ---- data ---------------------------------------------------------------------------------
@@ -62,16 +62,17 @@ class PheSegment(PheSichSource, SegmentationTask):
         src = self.cfg.input.source
         cols = SOURCE_COLUMNS[src]
         df = read_manifest(path, (*self.required_columns, *cols), root=self.cfg.data.root,
-                           path_columns=tuple(c for c in ("image", "mask", "nifti_volume", "nifti_mask") if c))
+                           path_columns=("image", "mask", "jpg", "jpg_mask", "nifti_volume", "nifti_mask"))
         missing = df[list(cols)].isna().any(axis=1) | (df[list(cols)].astype(str) == "").any(axis=1)
         if missing.any():
             raise ManifestError(f"manifest {path}: {int(missing.sum())} row(s) lack {' / '.join(cols)} (input.source="
                                 f"{src}; e.g. {df.loc[missing, 'image'].iloc[0]}). Re-run `medtasks prepare phe_segment` "
-                                f"or choose input.source={'png' if src == 'nifti' else 'nifti'}")
+                                f"or choose another input.source ({', '.join(k for k in SOURCE_COLUMNS if k != src)})")
         return df
 
     def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
         img, lab = SOURCE_COLUMNS[self.cfg.input.source]
+        img = img if img in df.columns else "image"   # predict: the image files found under --input
         has_label = lab in df.columns
         return [{"image": r[img], **({"label": r[lab]} if has_label else {}), "slice_index": int(r["slice_index"])}
                 for r in df[[c for c in (img, lab, "slice_index") if c in df.columns]].to_dict("records")]
@@ -91,7 +92,7 @@ class PheSegment(PheSichSource, SegmentationTask):
                   channels: int | None = None) -> Compose:
         inp = self.cfg.input
         keys = ["image", "label"] if with_label else ["image"]
-        if inp.source == "png":
+        if inp.source in ("png", "jpg"):
             steps: list = [LoadGreyImaged("image")] + ([LoadMaskd("label")] if with_label else [])
         else:
             steps = [LoadAxialSliced(keys, "slice_index", mask_keys=["label"]), Lambdad("image", self._window)]
@@ -124,14 +125,17 @@ class PheSegment(PheSichSource, SegmentationTask):
 
     # ---- native-resolution views --------------------------------------------------------------
     def truth_mask(self, row: pd.Series) -> np.ndarray:
-        if self.cfg.input.source == "png":
-            return read_mask(row["mask"])[0] > 0.5
-        return axial_slice(row["nifti_mask"], int(row["slice_index"]))[0] > 0
+        src = self.cfg.input.source
+        if src == "nifti":
+            return axial_slice(row["nifti_mask"], int(row["slice_index"]))[0] > 0
+        return read_mask(row[SOURCE_COLUMNS[src][1]])[0] > 0.5
 
     def display_image(self, row: pd.Series) -> np.ndarray:
-        if self.cfg.input.source == "png" or "nifti_volume" not in row.index:
-            return read_grey(row["image"])[0]
-        return self._window(axial_slice(row["nifti_volume"], int(row["slice_index"]))[0])
+        src = self.cfg.input.source
+        if src == "nifti" and "nifti_volume" in row.index:
+            return self._window(axial_slice(row["nifti_volume"], int(row["slice_index"]))[0])
+        col = SOURCE_COLUMNS.get(src, ("image",))[0]
+        return read_grey(row[col] if col in row.index else row["image"])[0]
 
     def case_name(self, row: pd.Series) -> str:
         if "patient_id" in row.index and str(row.get("slice_index", "")) not in ("", "nan", "None"):
@@ -142,8 +146,8 @@ class PheSegment(PheSichSource, SegmentationTask):
         return super().case_name(row)
 
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
-        """PNG/JPG slices under ``source`` (``predict`` reads 2-D images; ``input.source`` is ignored)."""
-        if self.cfg.input.source != "png":
+        """PNG/JPG slices under ``source`` (``predict`` reads 2-D images)."""
+        if self.cfg.input.source == "nifti":
             raise ValueError("predict reads PNG/JPG slices; this run was trained on NIfTI slices (input.source=nifti). "
                              "Export the axial slices with the same brain window, or train with input.source=png")
         df, rejected = find_images(source)

@@ -20,7 +20,8 @@ class SegModelConfig:
 
 @dataclass
 class SegInputConfig:
-    source: Literal["png", "nifti"] = "png"  # PNG slice + PNG mask, or axial slices of the NIfTI volume + mask
+    source: Literal["jpg", "png", "nifti"] = "jpg"  # JPG slice + JPG mask (SubdatasetB, the notes'), PNG slice + PNG
+                                             # mask (SubdatasetC label folder, when present), or NIfTI axial slices
     size: int = 256                          # square side the model sees; metrics are computed at native size
     channels: int = 3                        # grey replicated (3 = what ImageNet encoders expect)
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"

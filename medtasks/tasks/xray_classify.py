@@ -4,7 +4,8 @@ Source: ``seeds/chest_xray_transfer_report.txt``: ResNet-18 and VGG-16 (torchvis
 then 256, cross-entropy then focal loss against the class imbalance; transfer modes compared:
 the full pretrained network fine-tuned, VGG-16 with ``features`` layers 2-30 frozen, and only
 the last layer trained (linear probe: ResNet-18 75.33%, VGG-16 70.47% test accuracy against
-87.59% / 86.23% fine-tuned). Their figures are on the release's 624-image test folder.
+87.59% / 86.23% fine-tuned). The report does not say which test split it used (its section 1.5
+mentions 16 test images, the size of the release's val folder); see the task card.
 
 Data: the Kermany layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` and CR/DX DICOM
 radiographs (:mod:`medtasks.data.chest_xray`, :mod:`medtasks.io.radiograph`: MONOCHROME1
@@ -31,7 +32,7 @@ from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
 from medtasks.data.splits import assign_splits
 from medtasks.io import images
-from medtasks.io.radiograph import RADIOGRAPH_SUFFIXES, read_radiograph
+from medtasks.io.radiograph import RADIOGRAPH_SUFFIXES, is_dicom, probe_radiograph, read_radiograph
 from medtasks.models.transfer import apply_transfer, trainable_fraction
 from medtasks.registry import LOSSES, TASKS
 from medtasks.tasks.base import PrepareResult
@@ -94,6 +95,9 @@ class XrayClassify(GreyImageClassifier):
 
     def make_splits(self, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         """``resplit.mode``: ``grouped`` (the base's patient-grouped split) or ``official_test``."""
+        if "split" in df.columns and self.cfg.resplit.mode == "official_test":
+            log.warning("the manifest has a split column: it is used as is and resplit.mode=official_test is ignored "
+                        "(remove the column to let medtasks split)")
         if self.cfg.resplit.mode == "grouped" or "split" in df.columns:
             return super().make_splits(df)
         if "source_split" not in df.columns or not (df["source_split"] == "test").any():
@@ -143,10 +147,21 @@ class XrayClassify(GreyImageClassifier):
         return LOSSES.get("binary_ce")(class_weights=weights)
 
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
-        """Radiographs (JPEG/PNG or CR/DX DICOM) under ``source``; anything else rejected with the reason."""
-        found, bad = images.find_images(source, reader=self.read_image, suffixes=RADIOGRAPH_SUFFIXES)
-        df = pd.DataFrame({"image": [str(p) for p in found], "patient_id": ["" for _ in found]})
-        return df, Rejected(bad)
+        """Radiographs under ``source``: JPEG/PNG, or CR/DX DICOM (by suffix or by the DICM marker, since DICOM
+        files often have no suffix); ``patient_id`` from the DICOM PatientID. Anything else is rejected."""
+        rows, rejected = [], Rejected()
+        for p in images.list_files(source):
+            if p.suffix.lower() not in RADIOGRAPH_SUFFIXES and not is_dicom(p):
+                rejected.add(p, "unknown_file", f"not an image or DICOM file ({', '.join(RADIOGRAPH_SUFFIXES)})")
+                continue
+            try:
+                info = probe_radiograph(p)
+                self.read_image(p)
+            except ValueError as exc:
+                rejected.add(p, getattr(exc, "reason", "unreadable"), str(exc).split(": ", 1)[-1])
+                continue
+            rows.append({"image": str(p.resolve()), "patient_id": info.patient_id})
+        return pd.DataFrame(rows, columns=["image", "patient_id"]), rejected
 
     def headline(self) -> tuple[str, ...]:
         return ("accuracy", "sensitivity", "specificity", "roc_auc", "f1")

@@ -110,3 +110,6 @@ def test_average_precision_by_hand() -> None:
     assert np.isnan(average_precision(np.zeros(0, bool), np.zeros(0), 0))
     perfect = match_image([[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10]], iou=0.5)
     assert average_precision(perfect["tp"][:, 0], perfect["scores"], 1) == pytest.approx(0.995)
+    # 3 of 4 boxes found, all at precision 1: recall never reaches 1, so precision is 0 from recall 0.75 on
+    # (ultralytics 8.4's compute_ap gives 0.745 on the same detections)
+    assert average_precision(np.ones(3, bool), np.array([0.9, 0.8, 0.7]), 4) == pytest.approx(0.745)

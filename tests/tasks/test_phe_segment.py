@@ -38,14 +38,16 @@ def trained(prepared, tmp_path_factory):
                    runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
 
 
-def test_nifti_slices_match_the_png_masks(prepared) -> None:
-    """The NIfTI axial slice k (transposed to rows = y) is the PNG slice k: same mask, pixel for pixel."""
+def test_nifti_and_jpg_masks_match_the_png_masks(prepared) -> None:
+    """The NIfTI axial slice k (transposed to rows = y) is the PNG slice k, pixel for pixel; the lossy JPG mask
+    read with its half-range threshold is the same mask."""
     df = pd.read_csv(prepared)
     base = prepared.parent
     for _, r in df[df.mask_pixels > 0].head(3).iterrows():
         png = read_mask(base / r["mask"])[0] > 0.5
         nii = axial_slice(base / r["nifti_mask"], int(r.slice_index))[0] > 0
-        assert png.shape == nii.shape and (png == nii).all()
+        jpg = read_mask(base / r["jpg_mask"])[0] > 0.5
+        assert png.shape == nii.shape == jpg.shape and (png == nii).all() and (png == jpg).all()
 
 
 def test_run_outputs_and_metrics_from_native_masks(trained) -> None:
@@ -67,7 +69,7 @@ def test_run_outputs_and_metrics_from_native_masks(trained) -> None:
     assert saved["pixel_confusion_matrix"][1] == [fn, tp]
     assert (preds.true_lesion == (preds.n_true > 0)).all()
     assert (preds.pred_lesion == (preds.n_pred >= saved["seg_to_classification"]["min_area"])).all()
-    test_masks = man.loc[man.split == "test", "mask"]                 # manifest.csv paths are absolute
+    test_masks = man.loc[man.split == "test", "jpg_mask"]             # input.source=jpg (the notes'); paths absolute
     assert preds.n_true.sum() == sum(int((read_mask(m)[0] > 0).sum()) for m in test_masks)
     html = (p / "report.html").read_text()
     assert 'id="overlap-table"' in html and "figures/confusion_matrices.png" in html
@@ -112,3 +114,7 @@ def test_config_errors(prepared) -> None:
     df.to_csv(bad, index=False)
     with pytest.raises(Exception, match="lack nifti_volume / nifti_mask"):
         task.load_manifest(bad)
+    png = PheSegment(load_config(CONFIG, PheSegmentConfig, ["input.source=png"]))
+    pd.read_csv(prepared).assign(mask="").to_csv(bad, index=False)        # a copy without SubdatasetC label folder
+    with pytest.raises(Exception, match=r"lack image / mask.*another input.source \(jpg, nifti\)"):
+        png.load_manifest(bad)

@@ -80,11 +80,17 @@ def test_run_metrics_and_report(trained) -> None:
 
 def test_predict_dicom_and_jpeg(trained, release, tmp_path) -> None:
     rd, _ = trained
-    inp = release / "dicom"
+    import shutil
+
+    inp = tmp_path / "in"
+    shutil.copytree(release / "dicom", inp)
+    first = sorted(inp.rglob("*.dcm"))[0]
+    shutil.copy(first, inp / "IMG0001")                                      # DICOM without a suffix
     (inp / "notes.txt").write_text("not an image")
     out = api.predict("xray_classify", rd.path, inp, out=tmp_path / "o", progress=False)
-    preds = pd.read_csv(out / "predictions.csv")
-    assert len(preds) == 4 and preds.prob_pneumonia.between(0, 1).all()
+    preds = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
+    assert len(preds) == 5 and preds.prob_pneumonia.between(0, 1).all()
+    assert preds.patient_id.str.startswith("SYN-CXR-").all()                 # from the PatientID tag
     assert pd.read_csv(out / "rejected.csv").reason.tolist() == ["unknown_file"]
 
 

@@ -235,3 +235,19 @@ def test_unreadable_files_and_medinfo_xlsx(broken: Path) -> None:
     assert got["MedInfo.xlsx"][0] == "unreadable"  # a CSV renamed .xlsx is no workbook, with or without openpyxl
     assert "openpyxl" in got["MedInfo.xlsx"][1] or "ImportError" not in got["MedInfo.xlsx"][1]
     assert "Type Of Hemorrhage" not in df.columns and len(df) == sum(_plans().values()) - 2
+
+
+def test_medinfo_xlsx_is_read(source: Path, tmp_path: Path) -> None:
+    """The real release ships MedInfo.xlsx (openpyxl is a dependency): its rows join like the CSV's."""
+    import shutil
+
+    copy = tmp_path / "release"
+    shutil.copytree(source, copy)
+    table = pd.read_csv(copy / "MedInfo.csv", dtype=str)
+    (copy / "MedInfo.csv").unlink()
+    table.to_excel(copy / "MedInfo.xlsx", index=False)
+    df, rejected = index_phe_sich(copy, require=("xml",), progress=False)
+    assert not [r for r in rejected.rows if "MedInfo" in r["path"]]
+    want = table.set_index("ID")["Type Of Hemorrhage"]
+    for pid, types in df.groupby("patient_id")["Type Of Hemorrhage"]:
+        assert types.unique().tolist() == [want[pid]]

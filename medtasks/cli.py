@@ -44,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
-    b = sub.add_parser("bench", help="input-pipeline throughput against a bare decode loop")
+    b = sub.add_parser("bench", help="ich_classify: input pipeline vs bare decode; ms_segment: network FPS vs smp / MONAI")
     b.add_argument("task")
     b.add_argument("--input", help="folder of inputs (default: synthetic files)")
-    b.add_argument("--n", type=int, default=200, help="number of files")
+    b.add_argument("--n", type=int, default=None, help="number of files (default 200); ms_segment: frames (default 16)")
+    b.add_argument("--size", type=int, default=256, help="ms_segment: input side in pixels")
+    b.add_argument("--batch", type=int, default=4, help="ms_segment: batch size")
     b.add_argument("--repeats", type=int, default=3)
     return p
 
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from medtasks.bench import bench
 
-            res = bench(args.task, input_path=args.input, n=args.n, repeats=args.repeats)
+            n = args.n if args.n is not None else (16 if args.task == "ms_segment" else 200)
+            res = bench(args.task, input_path=args.input, n=n, repeats=args.repeats, size=args.size, batch=args.batch)
             for k, v in res.items():
                 print(f"{k}: {v}")
     except (UnknownNameError, ConfigError, FileNotFoundError, ValueError) as exc:

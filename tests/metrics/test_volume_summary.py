@@ -1,0 +1,47 @@
+"""Per-volume lesion metrics and the ISBI composite on hand-made volumes: two true lesions, one missed,
+one false positive (and a second, perfectly segmented volume for the correlation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtasks.metrics.volume_summary import volume_row, volume_summary
+import pandas as pd
+
+
+def _case():
+    t = np.zeros((20, 20, 10), bool)
+    t[1:4, 1:4, 1:4] = True          # lesion A, 27 voxels: found
+    t[10:12, 10:12, 5:7] = True      # lesion B, 8 voxels: missed
+    p = np.zeros_like(t)
+    p[1:4, 1:4, 1:4] = True          # A
+    p[15:17, 2:4, 7:9] = True        # C, 8 voxels: a false positive
+    return p, t
+
+
+def test_two_lesions_one_missed_one_false_positive() -> None:
+    p, t = _case()
+    r = volume_row(p, t, "s1", spacing=(1.0, 1.0, 2.0))
+    assert (r["n_true_lesions"], r["n_pred_lesions"], r["n_detected"], r["n_false_pos"]) == (2, 2, 1, 1)
+    assert r["ltpr"] == 0.5 and r["lfpr"] == 0.5 and r["lesion_precision"] == 0.5 and r["lesion_f1"] == 0.5
+    assert r["dice"] == pytest.approx(2 * 27 / (35 + 35)) and r["ppv"] == pytest.approx(27 / 35)
+    assert r["true_volume"] == 35 * 2.0 and r["pred_volume"] == 35 * 2.0
+
+
+def test_summary_and_isbi_by_hand() -> None:
+    p, t = _case()
+    t2 = np.zeros((20, 20, 10), bool)
+    t2[5:7, 5:7, 5:7] = True
+    rows = pd.DataFrame([volume_row(p, t, "s1"), volume_row(t2, t2, "s2")])
+    s = volume_summary(rows, n_boot=50)
+    dice = (54 / 70 + 1.0) / 2
+    ppv = (27 / 35 + 1.0) / 2
+    lfpr, ltpr = (0.5 + 0.0) / 2, (0.5 + 1.0) / 2
+    corr = 1.0                                          # volumes (35, 8) predicted as (35, 8)
+    assert s["per_volume"]["dice"]["value"] == pytest.approx(dice)
+    assert s["isbi"]["value"] == pytest.approx(dice / 8 + ppv / 8 + (1 - lfpr) / 4 + ltpr / 4 + corr / 4)
+    assert s["pooled"]["dice"]["value"] == pytest.approx(2 * 35 / (43 + 43))  # tp 27+8, fp 8, fn 8
+    lp = s["lesions_pooled"]
+    assert (lp["ltpr"], lp["precision"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert s["headline"]["lesion_f1"]["value"] == pytest.approx((0.5 + 1.0) / 2)

@@ -27,9 +27,11 @@ from monai.transforms import MapTransform
 
 from medtasks.io.images import read_grey
 
-__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "read_mask"]
+__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "axial_stack", "read_mask", "volume_stats"]
 
 _VOLUMES: "OrderedDict[str, np.ndarray]" = OrderedDict()
+_STATS: dict[tuple[str, str], tuple[float, float]] = {}
+NORMALIZE = ("none", "zscore", "percentile")
 _CACHE_SIZE = 4  # volumes kept per process (a shuffled epoch still hits most of the time at ~30 slices each)
 
 
@@ -61,6 +63,42 @@ def axial_slice(path: str | Path, index: int) -> np.ndarray:
     return np.ascontiguousarray(data[:, :, int(index)].T, dtype=np.float32)[None]
 
 
+def axial_stack(path: str | Path, index: int, context: int = 0) -> np.ndarray:
+    """Slices ``index - context .. index + context`` as channels ``(2 context + 1, y, x)``; indices beyond the
+    volume repeat its edge slice (2.5-D input)."""
+    data = _volume(str(path))
+    n = data.shape[2]
+    if not 0 <= int(index) < n:
+        raise ValueError(f"{path}: slice {index} is outside the volume's {n} axial slices")
+    ks = np.clip(np.arange(int(index) - context, int(index) + context + 1), 0, n - 1)
+    return np.ascontiguousarray(np.stack([data[:, :, k].T for k in ks]), dtype=np.float32)
+
+
+def volume_stats(path: str | Path, method: str) -> tuple[float, float]:
+    """``(offset, scale)`` so that ``(x - offset) / scale`` normalises the volume (cached per process).
+
+    ``zscore``: mean / std of the non-zero voxels (skull-stripped MRI: the brain); ``percentile``: the
+    0.5th and 99.5th percentiles of the non-zero voxels map to 0 and 1 (values outside are clipped by
+    the caller); ``none``: (0, 1). One set of statistics per volume, so every slice of it is scaled alike.
+    """
+    if method not in NORMALIZE:
+        raise ValueError(f"input.normalize={method!r}: use one of {', '.join(NORMALIZE)}")
+    key = (str(path), method)
+    if key not in _STATS:
+        if method == "none":
+            _STATS[key] = (0.0, 1.0)
+        else:
+            data = _volume(str(path))
+            fg = data[data != 0].astype(np.float64)
+            fg = fg if fg.size else data.astype(np.float64).ravel()
+            if method == "zscore":
+                _STATS[key] = (float(fg.mean()), float(max(fg.std(), 1e-6)))
+            else:
+                lo, hi = np.percentile(fg, [0.5, 99.5])
+                _STATS[key] = (float(lo), float(max(hi - lo, 1e-6)))
+    return _STATS[key]
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask image (PNG/JPG, any non-zero pixel = lesion) as a ``(1, H, W)`` float32 0/1 array.
 
@@ -74,19 +112,29 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 class LoadAxialSliced(MapTransform):
     """Replace the volume path under each key by its axial slice ``data[slice_key]``; masks
-    (``mask_keys``) come out binary (> 0)."""
+    (``mask_keys``) come out binary (> 0). Images get ``context`` neighbours per side as channels
+    and the per-volume ``normalize`` (:func:`volume_stats`; ``percentile`` is clipped to [0, 1])."""
 
     def __init__(self, keys: KeysCollection, slice_key: str = "slice_index", mask_keys: KeysCollection = (),
-                 allow_missing_keys: bool = False) -> None:
+                 context: int = 0, normalize: str = "none", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        if normalize not in NORMALIZE:
+            raise ValueError(f"input.normalize={normalize!r}: use one of {', '.join(NORMALIZE)}")
         self.slice_key = slice_key
         self.mask_keys = {mask_keys} if isinstance(mask_keys, str) else set(mask_keys)
+        self.context, self.normalize = int(context), normalize
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            plane = axial_slice(d[key], int(d[self.slice_key]))
-            d[key] = (plane > 0).astype(np.float32) if key in self.mask_keys else plane
+            k = int(d[self.slice_key])
+            if key in self.mask_keys:
+                d[key] = (axial_slice(d[key], k) > 0).astype(np.float32)
+                continue
+            planes = axial_stack(d[key], k, self.context)
+            offset, scale = volume_stats(d[key], self.normalize)
+            planes = (planes - offset) / scale
+            d[key] = np.clip(planes, 0.0, 1.0) if self.normalize == "percentile" else planes.astype(np.float32)
         return d
 
 

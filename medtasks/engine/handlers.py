@@ -74,6 +74,33 @@ class EpochCollector:
             engine.state.metrics[self.prefix + name] = float(value)
 
 
+class StreamingCollector:
+    """Score an evaluator batch by batch, for outputs too large (or too ragged) to keep: full 3-D volumes.
+
+    ``batch_fn(pred, label) -> dict`` runs on each batch (CPU tensors) and returns whatever the epoch
+    needs (e.g. per-class voxel counts, lesion counts, a loss sum); ``reduce_fn(list of those dicts)
+    -> dict[str, float]`` turns them into the epoch's metrics at the end.
+    """
+
+    def __init__(self, batch_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, Any]],
+                 reduce_fn: Callable[[list], Mapping[str, float]], prefix: str = "val_") -> None:
+        self.batch_fn, self.reduce_fn, self.prefix = batch_fn, reduce_fn, prefix
+        self.parts: list = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.parts.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._score)
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        self.parts.append(self.batch_fn(out["pred"].detach().float().cpu(), out["label"].detach().float().cpu()))
+
+    def _score(self, engine: Engine) -> None:
+        for name, value in self.reduce_fn(self.parts).items():
+            engine.state.metrics[self.prefix + name] = float(value)
+
+
 class HistoryWriter:
     """Write ``history.csv``: epoch, train_loss, val metrics, lr, time_s (one row per epoch)."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from ignite.engine import Events
 from ignite.handlers import Checkpoint, EarlyStopping, global_step_from_engine
@@ -31,7 +32,7 @@ from ignite.handlers import ProgressBar
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
 
-from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter
+from medtasks.engine.handlers import StreamingCollector, EpochCollector, FixedNameSaver, HistoryWriter
 from medtasks.engine.runtime import amp_enabled
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         scheduler: str = "plateau", sched_factor: float = 0.5, sched_patience: int = 3, min_lr: float = 1e-7,
         amp: bool = True, epoch_length: int | None = None, prepare_batch: Any = None,
         train_prepare_batch: Any = None, iteration_update: Callable | None = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, val_inferer: Any = None,
+        stream_score: tuple[Callable, Callable] | None = None) -> FitResult:
     """Train ``network`` with validation every epoch; see the module docstring for the handlers.
 
     Args:
@@ -103,6 +105,10 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         prepare_batch: batch -> model inputs for training and validation (MONAI's PrepareBatch).
         train_prepare_batch: a training-only replacement (e.g. :class:`~medtasks.engine.mixup.MixUpBatch`).
         iteration_update: a replacement for MONAI's iteration (e.g. MixUp); default MONAI's.
+        val_inferer: MONAI inferer of the validation pass (e.g. ``SlidingWindowInferer`` on whole volumes).
+        stream_score: ``(batch_fn, reduce_fn)`` to score validation batch by batch instead of collecting every
+            output (:class:`~medtasks.engine.handlers.StreamingCollector`; ``score_fn`` is then unused and
+            ``val_loss`` is the mean of the per-batch losses).
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
 
     Example:
@@ -125,9 +131,23 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         out.update(score_fn(logits, labels))
         return out
 
+    ev_kwargs = dict(kwargs, **({"inferer": val_inferer} if val_inferer is not None else {}))
     evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=network, amp=use_amp,
-                                    decollate=False, **kwargs)
-    EpochCollector(epoch_score).attach(evaluator)
+                                    decollate=False, **ev_kwargs)
+    if stream_score is None:
+        EpochCollector(epoch_score).attach(evaluator)
+    else:
+        batch_fn, reduce_fn = stream_score
+
+        def with_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+            with torch.no_grad():
+                return {"_loss": float(cpu_loss(logits, labels).mean()), **batch_fn(logits, labels)}
+
+        def reduce_with_loss(parts: list) -> dict:
+            return {"loss": float(np.mean([p["_loss"] for p in parts])) if parts else float("nan"),
+                    **reduce_fn(parts)}
+
+        StreamingCollector(with_loss, reduce_with_loss).attach(evaluator)
     trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=network,
                                 optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
                                 epoch_length=epoch_length, iteration_update=iteration_update, **train_kwargs)

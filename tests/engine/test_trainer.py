@@ -73,3 +73,29 @@ def test_resume_continues_from_last(tmp_path):
 def test_resume_without_checkpoint_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         _fit(tmp_path, epochs=2, resume=True)
+
+
+def test_streaming_validation_with_an_inferer(tmp_path):
+    """stream_score scores batch by batch (ragged volumes could not be concatenated) and val_inferer runs the
+    validation pass: here a sliding window over inputs of two different sizes, which the collector never joins."""
+    from monai.inferers import SlidingWindowInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    mk = lambda h, w: {"image": torch.randn(1, h, w), "label": (torch.rand(1, h, w) > 0.5).float()}  # noqa: E731
+    train = [mk(8, 8) for _ in range(8)]
+    val = [mk(16, 12), mk(12, 20)]
+    seen = []
+
+    def batch_fn(p, y):
+        seen.append(tuple(p.shape))
+        return {"hits": float(((p > 0).float() == y).sum()), "n": float(y.numel())}
+
+    res = fit(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_fn=torch.nn.BCEWithLogitsLoss(),
+              train_loader=DataLoader(train, batch_size=4), val_loader=DataLoader(val, batch_size=1),
+              score_fn=lambda p, y: {}, run_dir=tmp_path, device=torch.device("cpu"), epochs=2, progress=False,
+              val_inferer=SlidingWindowInferer(roi_size=(8, 8), sw_batch_size=2),
+              stream_score=(batch_fn, lambda parts: {"acc": sum(q["hits"] for q in parts) / sum(q["n"] for q in parts)}))
+    rows = _history(tmp_path)
+    assert {"val_loss", "val_acc"} <= set(rows[0]) and 0 <= float(rows[-1]["val_acc"]) <= 1
+    assert (1, 1, 16, 12) in seen and (1, 1, 12, 20) in seen and res.epochs_run == 2

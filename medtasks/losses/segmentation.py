@@ -42,3 +42,31 @@ class BCEDiceLoss(nn.Module):
         if self.dice_weight:
             out = out + self.dice_weight * self.dice(logits, target)
         return out
+
+
+@LOSSES.register("dice_ce")
+def dice_ce(lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> nn.Module:
+    """Multi-class Dice + cross-entropy on logits ``(B, C, ...)`` against an index label ``(B, 1, ...)``
+    (MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)``): the cardiac class-1/2 model's loss."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
+
+
+@LOSSES.register("tversky")
+def tversky(alpha: float = 0.3, beta: float = 0.7) -> nn.Module:
+    """Tversky loss (MONAI, softmax over ``C`` logits, index label): ``beta > alpha`` weighs false negatives
+    more than false positives, so training leans towards recall (tiny calcifications)."""
+    from monai.losses import TverskyLoss
+
+    return TverskyLoss(to_onehot_y=True, softmax=True, alpha=alpha, beta=beta)
+
+
+@LOSSES.register("dice_focal")
+def dice_focal(gamma: float = 2.0, lambda_dice: float = 1.0, lambda_focal: float = 1.0) -> nn.Module:
+    """Dice + focal loss (MONAI ``DiceFocalLoss``, softmax, index label): the focal term concentrates on the
+    hard voxels, the Dice term on overlap."""
+    from monai.losses import DiceFocalLoss
+
+    return DiceFocalLoss(to_onehot_y=True, softmax=True, gamma=gamma, lambda_dice=lambda_dice,
+                         lambda_focal=lambda_focal)

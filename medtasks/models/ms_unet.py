@@ -20,6 +20,8 @@ switch              values                                   report's choice
 ``softmax_head: true`` applies a softmax over the channel axis of the one-channel output, as the
 report's variant did: over one channel it is the constant 1, so the network cannot express a
 mask (the report's "no mask", Dice 0.0000) — reproduced by construction, not by accident.
+``base_channels`` (64 in the report) scales every width, keeping the depth that ``max_channels`` sets:
+``base_channels=16, max_channels=1024`` is the report's 5-level network at a quarter of its widths.
 
 Example:
     >>> net = MsUNet(in_channels=3, max_channels=512)
@@ -39,6 +41,7 @@ from medtasks.registry import MODELS
 __all__ = ["ACTIVATIONS", "DoubleConv", "MsUNet"]
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+REPORT_BASE = 64
 
 
 def _activation(name: str, negative_slope: float) -> nn.Module:
@@ -77,11 +80,12 @@ class MsUNet(nn.Module):
         super().__init__()
         if convs_per_block < 1:
             raise ValueError(f"model.convs_per_block must be >= 1, got {convs_per_block}")
-        widths = [base_channels]
-        while widths[-1] < max_channels:
-            widths.append(widths[-1] * 2)
-        if widths[-1] != max_channels:
-            raise ValueError(f"model.max_channels={max_channels} is not {base_channels} x a power of 2")
+        # max_channels sets the depth as in the report (64 -> 512: 4 blocks, 64 -> 1024: 5); base_channels scales
+        # every width by base_channels / 64 (64 = the report's network; 16 = a quarter, for a CPU)
+        levels = (max_channels // REPORT_BASE).bit_length()
+        if max_channels < REPORT_BASE or REPORT_BASE << (levels - 1) != max_channels:
+            raise ValueError(f"model.max_channels={max_channels}: expected 64 x a power of 2 (512 or 1024 in the report)")
+        widths = [base_channels << i for i in range(levels)]
         block = dict(n=convs_per_block, activation=activation, order=order, negative_slope=negative_slope)
         self.down = nn.ModuleList([DoubleConv(in_channels if i == 0 else widths[i - 1], w, **block)
                                    for i, w in enumerate(widths)])

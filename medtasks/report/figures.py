@@ -214,3 +214,18 @@ def plot_reliability(reliability: Mapping[str, Sequence[object]], ece: float | N
         if count.max(initial=0) > 0 and count[count > 0].min() * 100 < count.max():
             ax_count.set_yscale("log")  # one crowded bin would flatten all the others
         return save_figure(fig, path)
+
+
+def plot_grouped_bars(groups: Sequence[str], series: Sequence[str], values: np.ndarray, path: Path,
+                      title: str = "") -> Path:
+    """One group of bars per ``groups`` entry, one bar per ``series`` (``values``: groups x series), 0..1 axis."""
+    with _style():
+        fig, axes = _new_figure(7.5, 4.0)
+        ax = axes[0, 0]
+        width = 0.8 / max(len(series), 1)
+        x = np.arange(len(groups))
+        for j, (name, color) in enumerate(zip(series, _colors(len(series)))):
+            ax.bar(x + (j - (len(series) - 1) / 2) * width, values[:, j], width, label=name, color=color)
+        ax.set(xticks=x, xticklabels=list(groups), ylim=(0, 1.05), title=title)
+        ax.legend(loc="upper right")
+        return save_figure(fig, path)

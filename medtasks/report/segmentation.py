@@ -98,6 +98,13 @@ def _confusion_section(m: dict[str, Any], fig_dir: Path, run: RunData) -> str:
 
 
 def build_sections(run: RunData, fig_dir: Path) -> list[str]:
-    """Overlap table with CIs, HD95, confusion matrices, seg -> classification, Dice histogram."""
+    """2-D slices: overlap table with CIs, HD95, confusion matrices, seg -> classification, Dice histogram;
+    volumes (``layout`` in metrics.json): :mod:`medtasks.report.volumes`."""
+    from medtasks.report import volumes
+
     m = run.metrics
+    if m.get("layout") == "volumes":
+        return volumes.ms_sections(run, fig_dir)
+    if m.get("layout") == "cardiac":
+        return volumes.cardiac_sections(run, fig_dir)
     return [_overlap_section(m), _confusion_section(m, fig_dir, run)]

@@ -40,7 +40,7 @@ def run_summary(task: str, metrics: dict[str, Any]) -> str:
     lines = [f"\n{task} — held-out split '{metrics.get('split')}', {n} cases, {metrics.get('n_patients')} patients{tag}"]
     if "per_class" in metrics:
         lines.append(per_class_table(metrics))
-    elif metrics.get("kind") == "segmentation":
+    elif metrics.get("kind") == "segmentation" and metrics.get("layout") is None:
         lines.append(segmentation_table(metrics))
     for name, h in (metrics.get("headline") or {}).items():
         lines.append(f"{name}: {_ci_text(h)}")

@@ -27,12 +27,17 @@ from monai.transforms import MapTransform
 
 from medtasks.io.images import read_grey
 
-__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "axial_stack", "read_mask", "volume_stats"]
+__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "axial_stack", "load_volume", "read_mask", "volume_stats"]
 
 _VOLUMES: "OrderedDict[str, np.ndarray]" = OrderedDict()
 _STATS: dict[tuple[str, str], tuple[float, float]] = {}
 NORMALIZE = ("none", "zscore", "percentile")
 _CACHE_SIZE = 4  # volumes kept per process (a shuffled epoch still hits most of the time at ~30 slices each)
+
+
+def load_volume(path: str | Path) -> np.ndarray:
+    """The NIfTI volume's data array ``(x, y, z)`` (3-D; a trailing singleton 4th axis dropped), cached per process."""
+    return _volume(str(path))
 
 
 def _volume(path: str) -> np.ndarray:
@@ -42,7 +47,7 @@ def _volume(path: str) -> np.ndarray:
     import nibabel as nib
 
     try:
-        data = np.asarray(nib.load(path).dataobj)
+        data = np.asarray(nib.load(path, mmap=False).dataobj)  # no memory map: a file replaced later cannot SIGBUS us
     except Exception as exc:
         raise ValueError(f"{path}: cannot read NIfTI volume ({type(exc).__name__}: {exc})") from None
     if data.ndim == 4 and data.shape[3] == 1:

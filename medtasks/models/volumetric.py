@@ -1,0 +1,38 @@
+"""Registered 3-D networks (MONAI): SwinUNETR segmenters and the ResNet-10 volume classifier.
+
+Example:
+    >>> net = MODELS.get("swinunetr")(in_channels=1, out_channels=2, feature_size=12)
+    >>> net(torch.zeros(1, 1, 32, 32, 32)).shape
+    torch.Size([1, 2, 32, 32, 32])
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (used by the doctest)
+from torch import nn
+
+from medtasks.registry import MODELS
+
+
+@MODELS.register("swinunetr")
+def swinunetr(in_channels: int = 1, out_channels: int = 3, feature_size: int = 48, use_checkpoint: bool = False,
+              dropout_path_rate: float = 0.0) -> nn.Module:
+    """MONAI ``SwinUNETR`` (3-D); inputs must be multiples of 32 per side (its patch merging).
+    ``use_checkpoint`` trades compute for memory (gradient checkpointing) on large patches."""
+    from monai.networks.nets import SwinUNETR
+
+    if feature_size % 12:
+        raise ValueError(f"model.feature_size must be a multiple of 12 (SwinUNETR's heads), got {feature_size}")
+    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
+                     use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate, spatial_dims=3)
+
+
+@MODELS.register("resnet10_3d")
+def resnet10_3d(in_channels: int = 1, num_classes: int = 2) -> nn.Module:
+    """MONAI ``resnet10`` for whole volumes (the cardiac report's patient-level "has calcium" classifier)."""
+    from monai.networks.nets import resnet10
+
+    return resnet10(spatial_dims=3, n_input_channels=in_channels, num_classes=num_classes)
+
+
+

@@ -1,0 +1,87 @@
+"""Report sections of the volumetric segmentation runs: MS lesions (``layout: volumes``) and cardiac CT
+(``layout: cardiac``); dispatched from :mod:`medtasks.report.segmentation` by metrics.json's ``layout``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medtasks.report import figures
+from medtasks.report.html import figure, fmt_num, note, section, table
+
+if TYPE_CHECKING:
+    from medtasks.report import RunData
+
+
+def _ci(entry: Any) -> str:
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return fmt_num(entry) if isinstance(entry, (int, float)) else "n/a"
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    return fmt_num(entry["value"]) + ("" if low is None or high is None else f" [{fmt_num(low)}, {fmt_num(high)}]")
+
+
+def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
+    m = run.metrics
+    pv, pooled, lp = m.get("per_volume") or {}, m.get("pooled") or {}, m.get("lesions_pooled") or {}
+    rows = [["Dice", _ci(pv.get("dice")), _ci(pooled.get("dice"))],
+            ["IoU", _ci(pv.get("iou")), _ci(pooled.get("iou"))],
+            ["sensitivity", _ci(pv.get("sens")), _ci(pooled.get("sens"))],
+            ["PPV", _ci(pv.get("ppv")), _ci(pooled.get("ppv"))]]
+    body = [table(["Voxel metric", "mean per volume [95% CI]", "pooled voxels [95% CI]"], rows, table_id="volume-table")]
+    lrows = [["lesion TPR (detected / true lesions)", _ci(pv.get("ltpr")), fmt_num(lp.get("ltpr"))],
+             ["lesion FPR (false / predicted lesions)", _ci(pv.get("lfpr")), ""],
+             ["lesion precision", _ci(pv.get("lesion_precision")), fmt_num(lp.get("precision"))],
+             ["lesion F1", _ci(pv.get("lesion_f1")), _ci(lp.get("f1_ci"))],
+             ["volume correlation (Pearson r)", _ci(m.get("volume_correlation")), ""],
+             ["ISBI 2015 composite (raw, not rater-normalised)", _ci(m.get("isbi")), ""],
+             ["HD95 (mm)", _ci((m.get("hd95") or {}).get("mean")), ""]]
+    body.append(table(["Lesion-wise (3-D, 18-connected)", "per volume [95% CI]", "pooled counts"], lrows,
+                      table_id="lesion-table"))
+    slices = m.get("slices") or {}
+    if slices:
+        sp, si = slices.get("pooled") or {}, slices.get("per_image") or {}
+        body.append(table(["Per slice", "Dice", "IoU"], [["pooled over slices", _ci(sp.get("dice")), _ci(sp.get("iou"))],
+                                                        ["mean over lesion slices", _ci(si.get("dice")), _ci(si.get("iou"))]],
+                          table_id="slice-table"))
+    raters = m.get("raters")
+    if raters:
+        rv = raters.get("per_volume") or {}
+        body.append(table(["Rater 2 vs rater 1 (the inter-rater ceiling)", "value [95% CI]"],
+                          [["Dice per volume", _ci(rv.get("dice"))], ["lesion F1 per volume", _ci(rv.get("lesion_f1"))],
+                           ["ISBI composite (raw)", _ci(raters.get("isbi"))]], table_id="rater-table"))
+    body.append(note(f"{m.get('n')} volumes of {m.get('n_patients')} subjects ('{m.get('split')}' split); CIs resample "
+                     "subjects. Predicted masks: masks/<subject>_<timepoint>.nii.gz in each FLAIR's own space."))
+    return [section("volumes", "Volume-level lesion metrics", *body)]
+
+
+def cardiac_sections(run: RunData, fig_dir: Path) -> list[str]:
+    m = run.metrics
+    s = m.get("summary") or {}
+    h = m.get("headline") or {}
+    names = ("myocardium", "aortic_valve", "calcification")
+    rows = [[n.replace("_", " "), _ci(h.get(f"dice_{n}")), fmt_num(s.get(f"n_{n}_scored")),
+             fmt_num((m.get("hd95_mm") or {}).get(n))] for n in names]
+    body = [table(["Class", f"Dice per patient ({m.get('gate')} gate) [95% CI]", "patients scored", "HD95 mm"], rows,
+                  table_id="cardiac-table"),
+            note(f"{m.get('empty_rule')}. {m.get('n')} test patients, {m.get('n_with_calcium')} with calcium.")]
+    comp = m.get("gate_comparison") or {}
+    keys = ("dice_calcification", "calcium_lesion_recall", "calcium_lesion_precision", "calcium_lesion_f1",
+            "gate_accuracy", "false_positive_patients", "dice_myocardium", "dice_aortic_valve")
+    body.append(table(["Gate", *[k.replace("_", " ") for k in keys]],
+                      [[g, *[fmt_num(v.get(k)) for k in keys]] for g, v in comp.items()], table_id="gate-table"))
+    stages = m.get("stages") or {}
+    if stages:
+        body.append(table(["Stage", "best epoch", "best score", "epochs", "train time s"],
+                          [[k, v.get("best_epoch"), fmt_num(v.get("best_score")), v.get("epochs_run"),
+                            fmt_num(v.get("train_time_s"))] for k, v in stages.items()], table_id="stage-table"))
+    if comp:
+        cats = list(comp)
+        vals = np.array([[comp[g].get(k) or 0.0 for k in ("dice_calcification", "calcium_lesion_f1", "gate_accuracy")]
+                         for g in cats], float)
+        out = figures.plot_grouped_bars(cats, ["calcium Dice", "calcium lesion F1", "gate accuracy"], vals,
+                                        fig_dir / "gate_comparison.png", title="Gate modes on the test patients")
+        body.append(figure(out.name, "The three gate modes: calcium Dice, calcium lesion F1, patient-level gate "
+                                     "accuracy.", alt="Gate comparison"))
+    return [section("cardiac", "Per-class metrics and gate modes", *body)]

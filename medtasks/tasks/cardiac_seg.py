@@ -99,7 +99,7 @@ class CardiacSeg(Task):
     def base_transforms(self, keys: list[str], stage: str) -> list:
         """Load -> channel first -> RAS -> HU window to [0, 1]; class-1/2 also resampled to ``input.spacing``."""
         inp = self.cfg.input
-        steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS"),
+        steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
                  ScaleIntensityRanged("image", a_min=inp.hu_min, a_max=inp.hu_max, b_min=0.0, b_max=1.0, clip=True)]
         if stage == "class12":
             modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)

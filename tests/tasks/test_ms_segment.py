@@ -1,0 +1,108 @@
+"""ms_segment end to end on tiny synthetic FLAIR volumes: prepare -> train -> volume evaluation (lesion-wise,
+ISBI, raters) -> report -> predict on NIfTI and on a DICOM series; the network's shape under every switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medtasks import api
+from medtasks.models.ms_unet import MsUNet
+from medtasks.synth.ms_flair import generate_ms_flair
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ms_segment.demo.yaml"
+TINY = ["train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=8", "input.size=32", "model.base_channels=8",
+        "model.max_channels=512", "eval.n_boot=20", "eval.batch_size=16", "data.split=[0.4,0.2,0.4]", "eval.overlays=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    src = generate_ms_flair(tmp_path_factory.mktemp("ms") / "isbi", n_subjects=5, timepoints=1, shape=(32, 48, 16),
+                            spacing=(2.0, 2.0, 3.0), seed=3, progress=False)
+    out = tmp_path_factory.mktemp("m") / "ms.csv"
+    res = api.prepare("ms_segment", src, out, progress=False)
+    assert res.n_rows == 5 and res.n_rejected == 0
+    rd, metrics = api.run("ms_segment", manifest=out, config=CONFIG, overrides=TINY,
+                          runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+    return src, rd, metrics
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(activation="relu"), dict(activation="sigmoid"), dict(activation="tanh"),
+                                dict(order="act_bn"), dict(convs_per_block=3), dict(convs_per_block=4),
+                                dict(max_channels=512), dict(softmax_head=True)])
+def test_every_switch_gives_one_logit_map(kw) -> None:
+    net = MsUNet(in_channels=3, base_channels=8, **kw)
+    out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 1, 32, 32)
+    if kw.get("softmax_head"):
+        assert torch.allclose(out, torch.ones_like(out))             # softmax over one channel: the report's "no mask"
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    levels = 4 if kw.get("max_channels") == 512 else 5
+    assert n_conv == kw.get("convs_per_block", 2) * (2 * levels - 1) + 1
+
+
+@pytest.mark.slow
+def test_split_by_subject_and_volume_outputs(trained) -> None:
+    src, rd, metrics = trained
+    man = pd.read_csv(rd / "manifest.csv", dtype={"subject_id": str})
+    assert man.groupby("subject_id").split.nunique().max() == 1
+    saved = json.loads((rd / "metrics.json").read_text())
+    assert saved["layout"] == "volumes" and {"volume_dice", "pooled_dice", "lesion_f1", "isbi_raw"} <= set(saved["headline"])
+    assert "raters" in saved and saved["raters"]["per_volume"]["dice"]["value"] > 0.5   # two synthetic raters agree
+    preds = pd.read_csv(rd / "predictions.csv", dtype={"patient_id": str})
+    test = man[man.split == "test"]
+    assert len(preds) == len(test) == saved["n"]
+    for r in test.itertuples():                                       # masks in each FLAIR's own space
+        ref, got = nib.load(r.flair), nib.load(rd / "masks" / f"{r.subject_id}_{r.timepoint}.nii.gz")
+        assert got.shape == ref.shape and np.allclose(got.affine, ref.affine)
+        assert set(np.unique(np.asarray(got.dataobj))) <= {0, 1}
+    html = (rd / "report.html").read_text()
+    assert 'id="volume-table"' in html and 'id="lesion-table"' in html and 'id="rater-table"' in html
+    assert (rd / "slice_metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_predict_nifti_and_dicom_series(trained, tmp_path) -> None:
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    src, rd, _ = trained
+    flair = sorted(src.rglob("*_flair_pp.nii"))[0]
+    out = api.predict("ms_segment", rd.path, flair, out=tmp_path / "o1", progress=False)
+    p = pd.read_csv(out / "predictions.csv")
+    mask = nib.load(out / p["mask"][0])
+    assert mask.shape == nib.load(flair).shape and np.allclose(mask.affine, nib.load(flair).affine)
+    assert list((out / "overlays").glob("*.png"))
+    # a 4-slice MR series written with pydicom
+    series = tmp_path / "dicom" / "series1"
+    series.mkdir(parents=True)
+    vol = np.asarray(nib.load(flair).dataobj)[:, :, 6:10]
+    uid = generate_uid()
+    for k in range(vol.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(series / f"{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, uid
+        ds.StudyInstanceUID, ds.Modality, ds.PatientID = generate_uid(), "MR", "SYN-MS"
+        ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]
+        ds.PixelSpacing, ds.SliceThickness = [2.0, 2.0], 3.0
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 3.0 * k], [1, 0, 0, 0, 1, 0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.InstanceNumber = k + 1
+        ds.PixelData = np.clip(vol[:, :, k].T * 100, 0, 65535).astype(np.uint16).tobytes()
+        ds.save_as(series / f"{k}.dcm", enforce_file_format=True)
+    (tmp_path / "dicom" / "readme.txt").write_text("x")
+    out2 = api.predict("ms_segment", rd.path, tmp_path / "dicom", out=tmp_path / "o2", progress=False)
+    p2 = pd.read_csv(out2 / "predictions.csv")
+    assert len(p2) == 1 and nib.load(out2 / p2["mask"][0]).shape[2] == 4
+    assert pd.read_csv(out2 / "rejected.csv").reason.tolist() == ["unknown_file"]
+    assert pydicom.__version__

@@ -38,16 +38,26 @@ CLASSES = {1: "myocardium", 2: "aortic_valve", 3: "calcification"}
 
 
 def _branches(task: CardiacSeg, run: Any) -> dict[str, Any]:
-    models = {s: task.load_stage_model(run, s) for s in ("class12", "class3")}
-    gate_ok = (run / "gate" / "checkpoints" / "best.pt").is_file()
-    models["gate"] = task.load_stage_model(run, "gate") if gate_ok else None
+    """The trained branches of the run (``None`` for a stage it did not train, e.g. ``stages=[class3]``)."""
+    models = {s: task.load_stage_model(run, s) if (run / s / "checkpoints" / "best.pt").is_file() else None
+              for s in ("class12", "class3", "gate")}
+    if models["class12"] is None and models["class3"] is None:
+        raise FileNotFoundError(f"{run}: neither class12 nor class3 was trained; nothing to evaluate")
     return models
+
+
+def missing_note(models: dict[str, Any]) -> list[str]:
+    return [f"stage {s} was not trained in this run: " + ("myocardium and valve are empty in the fused maps"
+            if s == "class12" else "no calcium is fused") for s in ("class12", "class3") if models[s] is None]
 
 
 def _predict(task: CardiacSeg, models: dict[str, Any], image: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    base = predict_stage(task, models["class12"], image, "class12")
-    calcium = predict_stage(task, models["class3"], image, "class3") == 1
+    shape = nib.load(image).shape[:3]
+    base = (predict_stage(task, models["class12"], image, "class12") if models["class12"] is not None
+            else np.zeros(shape, np.uint8))
+    calcium = (predict_stage(task, models["class3"], image, "class3") == 1 if models["class3"] is not None
+               else np.zeros(shape, bool))
     p = calcium_probability(task, models["gate"], image) if models["gate"] is not None else None
     return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
 
@@ -119,6 +129,8 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
         if len(sub):
             headline[col] = bootstrap_ci(case_metric_fn(sub, col), sub.patient_id.astype(str).to_numpy(),
                                          n_boot=e.n_boot, seed=task.cfg.seed)
+    headline["calcium_lesion_f1"] = bootstrap_ci(lambda idx: _mode_summary(t.iloc[idx])["calcium_lesion_f1"], groups,
+                                                 n_boot=e.n_boot, seed=task.cfg.seed)
     headline["gate_accuracy"] = bootstrap_ci(lambda idx: float((t.gate_open.astype(int).to_numpy()[idx]
                                                                 == t.has_calcium.to_numpy()[idx]).mean()),
                                              groups, n_boot=e.n_boot, seed=task.cfg.seed)
@@ -133,7 +145,7 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                            for name in CLASSES.values()},
                "seconds_per_patient": float(t.seconds.mean()), "stages": task.state.get("stages", {}),
                "empty_rule": "a class absent from truth and prediction is left out of its Dice mean",
-               "warnings": list(warnings or [])}
+               "warnings": [*(warnings or []), *missing_note(models)]}
     if fit_result is not None:
         metrics.update(best_epoch=fit_result.best_epoch, epochs_run=fit_result.epochs_run,
                        train_time_s=fit_result.train_time_s)

@@ -45,6 +45,10 @@ def volume_row(pred: np.ndarray, true: np.ndarray, group: Any, spacing: float | 
     row.update(n_true_lesions=det["n_true_lesions"], n_pred_lesions=det["n_pred_lesions"],
                n_detected=det["n_detected"], n_false_pos=det["n_false_pos"], ltpr=det["ltpr"], lfpr=det["lfpr"],
                lesion_precision=det["precision"], lesion_f1=det["f1"])
+    if det["n_pred_lesions"] == 0 and det["n_true_lesions"] > 0:
+        # nothing predicted where lesions exist: PPV 0 (not undefined), so the ISBI composite penalises the miss
+        # in its PPV term too; LFPR stays 0 (no false lesion was made)
+        row["ppv"], row["lfpr"] = 0.0, 0.0
     row["true_volume"], row["pred_volume"] = lesion_volume(true, spacing), lesion_volume(pred, spacing)
     both = c["tp"] + c["fn"] > 0 and c["tp"] + c["fp"] > 0
     row["hd95"] = hd95(pred, true, spacing) if with_hd95 and both else float("nan")

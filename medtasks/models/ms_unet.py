@@ -19,7 +19,9 @@ switch              values                                   report's choice
 
 ``softmax_head: true`` applies a softmax over the channel axis of the one-channel output, as the
 report's variant did: over one channel it is the constant 1, so the network cannot express a
-mask (the report's "no mask", Dice 0.0000) — reproduced by construction, not by accident.
+mask at all (the report: Dice 0.0000). Read as a logit by the loss, 1 gives sigmoid 0.73 > 0.5:
+every pixel is called lesion and the Dice collapses to the lesion fraction — the report's failure
+by construction (their figure shows no mask; the constant lands on one side of the threshold).
 ``base_channels`` (64 in the report) scales every width, keeping the depth that ``max_channels`` sets:
 ``base_channels=16, max_channels=1024`` is the report's 5-level network at a quarter of its widths.
 

@@ -37,7 +37,8 @@ def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
              ["volume correlation (Pearson r)", _ci(m.get("volume_correlation")), ""],
              ["ISBI 2015 composite (raw, not rater-normalised)", _ci(m.get("isbi")), ""],
              ["HD95 (mm)", _ci((m.get("hd95") or {}).get("mean")), ""]]
-    body.append(table(["Lesion-wise (3-D, 18-connected)", "per volume [95% CI]", "pooled counts"], lrows,
+    conn = {1: "6", 2: "18", 3: "26"}.get(int((run.config.get("eval") or {}).get("connectivity", 2)), "18")
+    body.append(table([f"Lesion-wise (3-D, {conn}-connected)", "per volume [95% CI]", "pooled counts"], lrows,
                       table_id="lesion-table"))
     slices = m.get("slices") or {}
     if slices:

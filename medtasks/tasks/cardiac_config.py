@@ -27,6 +27,8 @@ class SegStageConfig:
     steps_per_epoch: Optional[int] = None
     batch_size: int = 1
     use_checkpoint: bool = False             # gradient checkpointing (GPU memory)
+    negatives_per_positive: Optional[float] = None   # training volumes without the target class per one with it
+                                                     # (null = all; class3: the report trained "mostly on positives")
 
     def validate(self) -> None:
         if self.patch < 64 or self.patch % 32:

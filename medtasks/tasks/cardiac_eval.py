@@ -2,8 +2,8 @@
 space), fused under each gate mode, scored per patient and overall, the gate modes compared.
 
 Per patient and class: Dice (rule for a class absent from both truth and prediction: undefined,
-left out of that class's mean and counted as ``n_both_empty`` — a patient without calcium predicted
-without calcium is a true negative, not a Dice of 1 or 0), HD95 in mm; calcium lesions as 3-D
+left out of that class's mean; ``n_<class>_scored`` counts the patients that do score — a patient
+without calcium predicted without calcium is a true negative, not a Dice of 1 or 0), HD95 in mm; calcium lesions as 3-D
 connected components (``eval.connectivity``), recall / precision / F1 pooled over patients; the
 gate's patient-level accuracy against "has calcium". The configured gate (``infer.gate``) gives
 ``predictions.csv`` and the masks; ``gate_comparison`` holds the three modes side by side.

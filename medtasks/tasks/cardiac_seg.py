@@ -115,7 +115,8 @@ class CardiacSeg(Task):
         keys = ["image", "label"] if with_label else ["image"]
         c = getattr(self.cfg, stage)
         steps = self.base_transforms(keys, stage)
-        if with_label:  # class12: calcium -> background (the report ignores class 3 there); class3: binary calcium
+        if with_label:  # class12 predicts 0/1/2 only: calcium voxels count as background there (the report leaves
+            # class 3 to its own branch); class3: the binary calcium mask
             orig, target = ([3], [0]) if stage == "class12" else ([1, 2, 3], [0, 0, 1])
             steps.append(MapLabelValued("label", orig_labels=orig, target_labels=target))
         if split == "train":
@@ -155,6 +156,11 @@ class CardiacSeg(Task):
         if stage == "gate" and split == "train":  # all positives + sampled negatives (the report: 10 + 20)
             pos, neg = rows[rows.has_calcium == 1], rows[rows.has_calcium == 0]
             n_neg = min(len(neg), int(round(self.cfg.gate_model.negatives_per_positive * max(len(pos), 1))))
+            rows = pd.concat([pos, neg.sample(n=n_neg, random_state=self.cfg.seed)])
+        ratio = getattr(getattr(self.cfg, stage, None), "negatives_per_positive", None)
+        if stage == "class3" and split == "train" and ratio is not None:
+            pos, neg = rows[rows.has_calcium == 1], rows[rows.has_calcium == 0]
+            n_neg = min(len(neg), int(round(ratio * len(pos))))
             rows = pd.concat([pos, neg.sample(n=n_neg, random_state=self.cfg.seed)])
         if stage == "class3" and split == "val" and (rows.has_calcium == 1).any():
             rows = rows[rows.has_calcium == 1]  # the report validates the calcium model on positive cases

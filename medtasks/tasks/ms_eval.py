@@ -175,9 +175,12 @@ def find_volumes(task: MsSegment, source: Path) -> tuple[pd.DataFrame, Rejected]
         raise FileNotFoundError(f"{source}: no such file or folder")
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     rows, rejected = [], Rejected()
-    series = sorted({p.parent for p in files if p.suffix.lower() == ".dcm"})
+    from medtasks.io.radiograph import is_dicom  # suffix .dcm or the DICM marker (DICOM often has no suffix)
+
+    dicom = {p for p in files if not p.name.lower().endswith(NIFTI_SUFFIXES) and is_dicom(p)}
+    series = sorted({p.parent for p in dicom})
     for p in files:
-        if p.suffix.lower() == ".dcm":
+        if p in dicom:
             continue
         if not p.name.lower().endswith(NIFTI_SUFFIXES):
             rejected.add(p, "unknown_file", "not a NIfTI file or a DICOM series (.dcm)")
@@ -191,6 +194,9 @@ def find_volumes(task: MsSegment, source: Path) -> tuple[pd.DataFrame, Rejected]
     out = []
     for path, name in rows:
         try:
+            from medtasks.tasks.ms_segment import check_axial
+
+            check_axial(str(path))
             shape = load_volume(path).shape
         except ValueError as exc:
             rejected.add(path, "unreadable", str(exc).split(": ", 1)[-1])

@@ -50,6 +50,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in str(text).lower().split("x"))
 
 
+def check_axial(path: str) -> None:
+    """The slices are cut along the third voxel axis: it must run head-foot (an axial stack)."""
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(nib.load(path).affine)
+    if codes[2] not in ("S", "I"):
+        raise ValueError(f"{path}: its third voxel axis runs {codes[2]!r} ({''.join(codes)}), not head-foot, so its "
+                         f"slices would not be axial; reorient it first (e.g. fslreorient2std, or nibabel "
+                         f"as_closest_canonical)")
+
+
 @TASKS.register("ms_segment")
 class MsSegment(SegmentationTask):
     """MS lesions on FLAIR slices (ISBI 2015 layout), the report's U-Net, volume-level evaluation."""
@@ -96,6 +107,7 @@ class MsSegment(SegmentationTask):
         rng = np.random.default_rng(self.cfg.seed)
         rows = []
         for r in df.to_dict("records"):
+            check_axial(r["flair"])
             vol = load_volume(r["flair"])
             brain = (vol != 0).mean(axis=(0, 1))
             mask = load_volume(r["mask"]) if isinstance(r.get("mask"), str) and r["mask"] else None

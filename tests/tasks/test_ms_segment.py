@@ -41,7 +41,7 @@ def test_every_switch_gives_one_logit_map(kw) -> None:
     out = net(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 1, 32, 32)
     if kw.get("softmax_head"):
-        assert torch.allclose(out, torch.ones_like(out))             # softmax over one channel: the report's "no mask"
+        assert torch.allclose(out, torch.ones_like(out))             # softmax over one channel: a constant, no mask
     n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
     levels = 4 if kw.get("max_channels") == 512 else 5
     assert n_conv == kw.get("convs_per_block", 2) * (2 * levels - 1) + 1

@@ -86,3 +86,20 @@ def test_end_to_end_masks_in_input_space(tmp_path) -> None:
     pred_dir = api.predict("cardiac_seg", rd.path, Path(man.image.iloc[0]), out=tmp_path / "pred", progress=False)
     p = pd.read_csv(pred_dir / "predictions.csv")
     assert len(p) == 1 and nib.load(pred_dir / p["mask"][0]).shape == nib.load(man.image.iloc[0]).shape
+
+
+def test_paper_profile_builds() -> None:
+    """The GPU profile (configs/cardiac_seg.yaml: feature_size 48, 96^3 / 64^3 patches) builds its three networks;
+    the calcium network runs one 64^3 patch on the CPU."""
+    import torch
+
+    from medtasks.tasks.cardiac_seg import CardiacSeg
+
+    cfg = load_config(CONFIG.with_name("cardiac_seg.yaml"), CardiacSegConfig)
+    assert (cfg.class12.feature_size, cfg.class12.patch, cfg.class3.patch) == (48, 96, 64)
+    task = CardiacSeg(cfg)
+    nets = {s: task.build_stage_model(s) for s in ("class12", "class3", "gate")}
+    assert sum(p.numel() for p in nets["class12"].parameters()) > 60e6          # SwinUNETR fs48: ~62 M
+    with torch.inference_mode():
+        assert nets["class3"](torch.zeros(1, 1, 64, 64, 64)).shape == (1, 2, 64, 64, 64)
+        assert nets["gate"](torch.zeros(1, 1, 32, 32, 32)).shape == (1, 2)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
+from medtasks.data.manifest import Rejected, write_manifest_with_rejected
 from medtasks.io.images import list_files
 
 __all__ = ["COLUMNS", "LABEL_VALUES", "PATH_COLUMNS", "index_cardiac", "parse_triplet", "write_cardiac_manifest"]
@@ -233,10 +233,6 @@ def index_cardiac(source: str | Path, require_label: bool = True, affine_tol: fl
     return df, rejected
 
 
-def _relative(values: pd.Series, base: Path) -> list[str]:
-    return [relative_paths([v], base)[0] if isinstance(v, str) and v else "" for v in values]
-
-
 def write_cardiac_manifest(df: pd.DataFrame, out: str | Path, rejected: Rejected) -> tuple[Path, Path]:
     """Write ``out`` and ``<stem>.rejected.csv`` atomically, paths relative to ``out``'s folder.
 
@@ -247,14 +243,4 @@ def write_cardiac_manifest(df: pd.DataFrame, out: str | Path, rejected: Rejected
         >>> write_cardiac_manifest(df, "data_manifests/cardiac.csv", rejected)  # doctest: +SKIP
         (PosixPath('data_manifests/cardiac.csv'), PosixPath('data_manifests/cardiac.rejected.csv'))
     """
-    out = Path(out)
-    base = out.resolve().parent
-    frame = df.copy()
-    for col in PATH_COLUMNS:
-        if col in frame.columns:
-            frame[col] = _relative(frame[col], base)
-    write_csv_atomic(frame, out)
-    rej = Rejected([{**r, "path": _relative(pd.Series([r["path"]]), base)[0]} for r in rejected.rows])
-    rej_path = rej.write(out.with_name(out.stem + ".rejected.csv"))
-    log.info("cardiac CT manifest: %d rows -> %s; %d rejected -> %s", len(frame), out, len(rej), rej_path)
-    return out, rej_path
+    return write_manifest_with_rejected(df, out, rejected, PATH_COLUMNS, "cardiac CT manifest")

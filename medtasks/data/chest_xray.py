@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtasks.data.manifest import Rejected, relative_paths, write_csv_atomic
+from medtasks.data.manifest import Rejected, write_manifest_with_rejected
 from medtasks.io.images import list_files
 from medtasks.io.radiograph import RADIOGRAPH_SUFFIXES, RadiographError, is_dicom, probe_radiograph
 
@@ -186,14 +186,4 @@ def write_chest_xray_manifest(df: pd.DataFrame, out: str | Path, rejected: Rejec
         >>> write_chest_xray_manifest(df, "data_manifests/xray.csv", rejected)  # doctest: +SKIP
         (PosixPath('data_manifests/xray.csv'), PosixPath('data_manifests/xray.rejected.csv'))
     """
-    out = Path(out)
-    base = out.resolve().parent
-    frame = df.copy()
-    for col in PATH_COLUMNS:
-        if col in frame.columns:
-            frame[col] = relative_paths(frame[col], base) if len(frame) else frame[col]
-    write_csv_atomic(frame, out)
-    rej = Rejected([{**r, "path": relative_paths([r["path"]], base)[0]} for r in rejected.rows])
-    rej_path = rej.write(out.with_name(out.stem + ".rejected.csv"))
-    log.info("chest X-ray manifest: %d rows -> %s; %d rejected -> %s", len(frame), out, len(rej), rej_path)
-    return out, rej_path
+    return write_manifest_with_rejected(df, out, rejected, PATH_COLUMNS, "chest X-ray manifest")

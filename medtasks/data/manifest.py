@@ -6,6 +6,7 @@ says otherwise; absolute paths are kept as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from medtasks.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 REJECTED_COLUMNS = ("path", "reason", "detail")
 
@@ -103,3 +106,29 @@ class Rejected:
             return cls()
         df = pd.read_csv(path, dtype=str).fillna("")
         return cls(df.to_dict("records"))
+
+
+def _relative_cells(values: Iterable, base: Path) -> list:
+    """Path cells relative to ``base``; empty / NaN cells stay empty, non-strings unchanged."""
+    return [relative_paths([v], base)[0] if isinstance(v, str) and v else ("" if pd.isna(v) else v) for v in values]
+
+
+def write_manifest_with_rejected(df: pd.DataFrame, out: str | Path, rejected: "Rejected",
+                                 path_columns: Sequence[str], what: str = "manifest") -> tuple[Path, Path]:
+    """Write a ``prepare`` result: ``out`` and ``<stem>.rejected.csv`` atomically, the ``path_columns`` (and
+    the rejected paths) relative to ``out``'s folder so the pair stays valid when the folder moves.
+
+    Idempotent: the same frame and rejections give the same bytes (rows in the frame's order, rejections
+    sorted by reason and path). Every dataset's ``write_*_manifest`` is this with its own columns.
+    """
+    out = Path(out)
+    base = out.resolve().parent
+    frame = df.copy()
+    for col in path_columns:
+        if col in frame.columns:
+            frame[col] = _relative_cells(frame[col], base)
+    write_csv_atomic(frame, out)
+    rej = Rejected([{**r, "path": _relative_cells([r["path"]], base)[0]} for r in rejected.rows])
+    rej_path = rej.write(out.with_name(out.stem + ".rejected.csv"))
+    log.info("%s: %d rows -> %s; %d rejected -> %s", what, len(frame), out, len(rej), rej_path)
+    return out, rej_path

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtasks.data.manifest import ManifestError, Rejected, relative_paths, write_csv_atomic
+from medtasks.data.manifest import ManifestError, Rejected, write_manifest_with_rejected
 from medtasks.io.images import list_files
 
 __all__ = ["AFFINE_ATOL", "COLUMNS", "PATH_COLUMNS", "index_ms_isbi", "parse_isbi_name", "read_ms_manifest",
@@ -278,14 +278,4 @@ def write_ms_manifest(df: pd.DataFrame, out: str | Path, rejected: Rejected) -> 
         >>> write_ms_manifest(df, "data_manifests/ms.csv", rejected)  # doctest: +SKIP
         (PosixPath('data_manifests/ms.csv'), PosixPath('data_manifests/ms.rejected.csv'))
     """
-    out = Path(out)
-    base = out.resolve().parent
-    frame = df.copy()
-    for col in PATH_COLUMNS:
-        if col in frame.columns:
-            frame[col] = [relative_paths([v], base)[0] if isinstance(v, str) and v else "" for v in frame[col]]
-    write_csv_atomic(frame, out)
-    rej = Rejected([{**r, "path": relative_paths([r["path"]], base)[0]} for r in rejected.rows])
-    rej_path = rej.write(out.with_name(out.stem + ".rejected.csv"))
-    log.info("MS manifest: %d rows -> %s; %d rejected -> %s", len(frame), out, len(rej), rej_path)
-    return out, rej_path
+    return write_manifest_with_rejected(df, out, rejected, PATH_COLUMNS, "MS manifest")

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from medtasks.data.manifest import ManifestError, Rejected, relative_paths, write_csv_atomic
+from medtasks.data.manifest import ManifestError, Rejected, write_manifest_with_rejected
 from medtasks.io.voc import VocError, read_voc
 
 __all__ = ["MULTILABELS", "PATH_COLUMNS", "SLICE_COLUMNS", "index_phe_sich", "parse_slice_name",
@@ -346,24 +346,10 @@ def read_multilabel_csv(path: str | Path, index: pd.DataFrame,
     return out.assign(**{c: lab[:, j] for j, c in enumerate(labels)}), rejected
 
 
-def _relative(values: pd.Series, base: Path) -> list[str]:
-    return [relative_paths([v], base)[0] if isinstance(v, str) and v else ("" if pd.isna(v) else v) for v in values]
-
-
 def write_phe_manifest(df: pd.DataFrame, out: str | Path, rejected: Rejected) -> tuple[Path, Path]:
     """Write ``out`` and ``<stem>.rejected.csv`` atomically, paths relative to ``out``'s folder.
 
     Idempotent: the same frame and rejections give the same bytes (rows in the frame's order,
     rejections sorted by reason and path).
     """
-    out = Path(out)
-    base = out.resolve().parent
-    frame = df.copy()
-    for col in PATH_COLUMNS:
-        if col in frame.columns:
-            frame[col] = _relative(frame[col], base)
-    write_csv_atomic(frame, out)
-    rej = Rejected([{**r, "path": _relative(pd.Series([r["path"]]), base)[0]} for r in rejected.rows])
-    rej_path = rej.write(out.with_name(out.stem + ".rejected.csv"))
-    log.info("PHE-SICH manifest: %d rows -> %s; %d rejected -> %s", len(frame), out, len(rej), rej_path)
-    return out, rej_path
+    return write_manifest_with_rejected(df, out, rejected, PATH_COLUMNS, "PHE-SICH manifest")

@@ -14,10 +14,11 @@ import gzip
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 
 from medtasks.io.atomic import atomic_path
 
-__all__ = ["save_nifti_atomic"]
+__all__ = ["nifti_gz_bytes", "save_nifti_atomic"]
 
 
 def save_nifti_atomic(img: nib.Nifti1Image, path: str | Path) -> Path:
@@ -31,3 +32,13 @@ def save_nifti_atomic(img: nib.Nifti1Image, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """``data`` as gzipped NIfTI-1 bytes: mm units, sform and qform both ``affine`` (code 1), no gzip name or
+    time stamp, so the same volume always gives the same bytes (the synthetic generators rely on it)."""
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)

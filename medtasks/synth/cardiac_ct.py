@@ -45,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import logging
 import math
@@ -55,7 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from medtasks.io.atomic import atomic_path, write_text_atomic
-from medtasks.synth.common import marker_matches, run_parallel
+from medtasks.io.nifti import nifti_gz_bytes
+from medtasks.synth.common import marker_matches, remove_stale, run_parallel
 
 __all__ = ["LABELS", "CardiacPlan", "cardiac_files", "generate_cardiac_ct", "plan_cardiac_dataset",
            "render_cardiac"]
@@ -294,34 +294,14 @@ def render_cardiac(plan: CardiacPlan, shape: tuple[int, int, int] = (96, 96, 64)
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16), lab, affine
 
 
-def _nifti_gz(data: np.ndarray, affine: np.ndarray) -> bytes:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)  # no name, no time: same bytes every run
-
-
 def _write_patient(plan: CardiacPlan, out: Path, shape: tuple[int, int, int],
                    spacing: tuple[float, float, float]) -> int:
     """Render and write one patient; return its number of calcium voxels."""
     hu, lab, affine = render_cardiac(plan, shape, spacing)
     for rel, data in zip(cardiac_files(plan.patient_id), (hu, lab)):
         with atomic_path(out / rel) as tmp:
-            tmp.write_bytes(_nifti_gz(data, affine))
+            tmp.write_bytes(nifti_gz_bytes(data, affine))
     return int((lab == 3).sum())
-
-
-def _remove_stale(out: Path, expected: set[str]) -> None:
-    """Delete files of other parameters (or an interrupted run) from the two folders."""
-    for folder in (IMAGE_DIR, LABEL_DIR):
-        root = out / folder
-        if root.is_dir():
-            for path in sorted(root.rglob("*"), reverse=True):
-                if path.is_file() and path.relative_to(out).as_posix() not in expected:
-                    path.unlink()
 
 
 def generate_cardiac_ct(out: str | Path, n_patients: int = 20, shape: tuple[int, int, int] = (96, 96, 64),
@@ -375,7 +355,7 @@ def generate_cardiac_ct(out: str | Path, n_patients: int = 20, shape: tuple[int,
                 "x".join(map(str, shape)), "x".join(f"{v:g}" for v in spacing), out)
     job = functools.partial(_write_patient, out=out, shape=shape, spacing=spacing)
     counts = run_parallel(job, plans, workers, "synthetic cardiac CT", "patient", progress)
-    _remove_stale(out, expected)
+    remove_stale(out, (IMAGE_DIR, LABEL_DIR), expected)
     write_text_atomic(marker, json.dumps(params, sort_keys=True) + "\n")
     logger.info("wrote %d patients (%d with calcium, %d calcium voxels) to %s", n_patients,
                 sum(c > 0 for c in counts), sum(counts), out)

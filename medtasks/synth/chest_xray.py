@@ -48,7 +48,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from medtasks.io.atomic import atomic_path, write_text_atomic
-from medtasks.synth.common import marker_matches, run_parallel
+from medtasks.synth.common import marker_matches, remove_stale, run_parallel
 
 __all__ = ["ImagePlan", "generate_chest_xray", "plan_chest_xray", "render_chest"]
 
@@ -332,22 +332,6 @@ def _write_image(plan: ImagePlan, out: Path, size: int) -> None:
         (im.convert("RGB") if rng.random() < 0.08 else im).save(tmp, format="JPEG", quality=90)
 
 
-def _remove_stale(out: Path, expected: set[str]) -> None:
-    """Delete files of other parameters (or of an interrupted run), then empty folders."""
-    for name in ROOTS:
-        root = out / name
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*"), reverse=True):  # children before their folders
-            if path.is_dir():
-                if not any(path.iterdir()):
-                    path.rmdir()
-            elif path.relative_to(out).as_posix() not in expected:
-                path.unlink()
-        if not any(root.iterdir()):
-            root.rmdir()
-
-
 def generate_chest_xray(out: str | Path, n_children: int = 150, images_per_child: tuple[int, int] = (1, 3),
                         pneumonia_fraction: float = 0.6, size: int = 256, seed: int = 0, val_per_class: int = 8,
                         test_fraction: float = 0.2, dicom: int = 4, progress: bool = True,
@@ -392,7 +376,7 @@ def generate_chest_xray(out: str | Path, n_children: int = 150, images_per_child
     # Images are independent and fully determined by their plan: same files for any worker count.
     run_parallel(functools.partial(_write_image, out=out, size=size), plans, workers, "synthetic chest X-ray",
                  "image", progress, chunksize=8)
-    _remove_stale(out, {p.path for p in plans})
+    remove_stale(out, ROOTS, {p.path for p in plans}, drop_empty_roots=True)
     write_text_atomic(marker, json.dumps(params, sort_keys=True) + "\n")
     logger.info("wrote %s JPEGs (%d leak children) and %d DICOM to %s", {s: sum(p.split == s for p in plans) for s in
                 ("train", "val", "test")}, len({p.child for p in plans if p.leak}), dicom, out)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["marker_matches", "run_parallel"]
+__all__ = ["marker_matches", "remove_stale", "run_parallel"]
 
 T = TypeVar("T")
 
@@ -53,3 +53,20 @@ def run_parallel(job: Callable[[Any], T], items: Sequence[Any], workers: int, de
         if pool is not None:
             pool.shutdown()
     return out
+
+
+def remove_stale(out: Path, roots: Sequence[str], expected: set[str], drop_empty_roots: bool = False) -> None:
+    """Delete the files under ``out/<root>`` that ``expected`` (paths relative to ``out``) does not list — left
+    by other parameters or an interrupted run — then the folders they leave empty (children first)."""
+    for name in roots:
+        root = out / name
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*"), reverse=True):  # children before their folders
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path.relative_to(out).as_posix() not in expected:
+                path.unlink()
+        if drop_empty_roots and not any(root.iterdir()):
+            root.rmdir()

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
 import io
 import json
 import logging
@@ -74,7 +73,8 @@ from pathlib import Path
 import numpy as np
 
 from medtasks.io.atomic import atomic_path, write_text_atomic
-from medtasks.synth.common import marker_matches, run_parallel
+from medtasks.io.nifti import nifti_gz_bytes
+from medtasks.synth.common import marker_matches, remove_stale, run_parallel
 from medtasks.synth.phe_sich_render import LABELS, SLICE_THICKNESS, PatientPlan, PatientVolume, render_patient
 
 __all__ = ["HEMORRHAGE_TYPES", "LABELS", "QUIRK_PATIENT", "PatientPlan", "brain_window", "generate_phe_sich",
@@ -202,16 +202,6 @@ def _voc_xml(patient_id: int, k: int, matrix: int, boxes: list[tuple[int, int, i
     return head + "".join(_XML_OBJECT.format(*b) for b in boxes) + "</annotation>\n"
 
 
-def _nifti_gz(data: np.ndarray, affine: np.ndarray) -> bytes:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)  # no name, no time: same bytes every run
-
-
 def _image_bytes(pixels: np.ndarray, fmt: str) -> bytes:
     from PIL import Image
 
@@ -231,8 +221,8 @@ def _write_patient(plan: PatientPlan, out: Path, matrix: int) -> list[str]:
     vol = render_patient(plan, matrix)
     files = patient_files(plan.patient_id, plan.n_slices)
     affine = nifti_affine(matrix, vol.pixel_spacing, vol.z0)
-    _write_bytes(out / files["nifti"][0], _nifti_gz(vol.hu.transpose(2, 1, 0), affine))
-    _write_bytes(out / files["nifti_label"][0], _nifti_gz(vol.phe.transpose(2, 1, 0), affine))
+    _write_bytes(out / files["nifti"][0], nifti_gz_bytes(vol.hu.transpose(2, 1, 0), affine))
+    _write_bytes(out / files["nifti_label"][0], nifti_gz_bytes(vol.phe.transpose(2, 1, 0), affine))
     boxes = voc_boxes(vol, np.random.default_rng([plan.volume_seed, 1]), matrix)
     rows = []
     for k in range(plan.n_slices):
@@ -252,20 +242,6 @@ def _csv_text(header: tuple[str, ...], rows: list[list[object]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def _remove_stale(out: Path, expected: set[str]) -> None:
-    """Delete files of other parameters (or of an interrupted run) in the subsets, then empty folders."""
-    for subset in SUBSETS:
-        root = out / subset
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*"), reverse=True):  # children before their folders
-            if path.is_dir():
-                if not any(path.iterdir()):
-                    path.rmdir()
-            elif path.relative_to(out).as_posix() not in expected:
-                path.unlink()
 
 
 def _default_workers(matrix: int, max_slices: int) -> int:
@@ -327,7 +303,7 @@ def generate_phe_sich(out: str | Path, n_patients: int = 20, seed: int = 0, matr
         job, plans, workers or _default_workers(matrix, hi), "synthetic PHE-SICH", "patient", progress)
         for row in patient_rows]
     expected = {p for plan in plans for paths in patient_files(plan.patient_id, plan.n_slices).values() for p in paths}
-    _remove_stale(out, expected)
+    remove_stale(out, SUBSETS, expected)
     write_text_atomic(labels_csv, "image," + ",".join(LABELS) + "\n" + "".join(r + "\n" for r in rows))
     write_text_atomic(medinfo, _csv_text(_MEDINFO_COLUMNS, [
         [p.patient_id, p.sex, p.age, HEMORRHAGE_TYPES[p.side], p.expansion] for p in plans]))

@@ -46,6 +46,28 @@ def _legend(fig, truth: str, pred: str) -> None:
                frameon=False)
 
 
+def _draw(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, suptitle: str | None, ncols: int,
+          legend: tuple[str, str], paint) -> Path:
+    """The grid both overlays share: grey image per panel, ``paint(ax, i)`` draws truth and prediction."""
+    n = len(images)
+    with _style():
+        fig, axes = _grid(n, ncols, suptitle)
+        for i, ax in enumerate(axes.ravel()):
+            ax.set_axis_off()
+            if i >= n:
+                continue
+            ax.imshow(np.asarray(images[i], np.float32), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            paint(ax, i)
+            ax.set_title(titles[i], fontsize=8.5)
+        _legend(fig, *legend)
+        if suptitle:
+            fig.suptitle(suptitle, fontsize=11)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, path)
+    return path
+
+
 def mask_overlay_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None], preds: Sequence[np.ndarray],
                       titles: Sequence[str], path: str | Path, suptitle: str | None = None, ncols: int = 4) -> Path:
     """Grey ``images`` (H, W in [0, 1]) with the truth mask's contour (green) and the prediction's (red).
@@ -54,23 +76,13 @@ def mask_overlay_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray 
     """
     n = len(images)
     _check(n, truths, preds, titles)
-    with _style():
-        fig, axes = _grid(n, ncols, suptitle)
-        for i, ax in enumerate(axes.ravel()):
-            ax.set_axis_off()
-            if i >= n:
-                continue
-            ax.imshow(np.asarray(images[i], np.float32), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            for mask, color in ((truths[i], TRUTH_COLOR), (preds[i], PRED_COLOR)):
-                if mask is not None and np.any(mask):
-                    ax.contour(np.asarray(mask, np.float32), levels=[0.5], colors=[color], linewidths=1.4)
-            ax.set_title(titles[i], fontsize=8.5)
-        _legend(fig, "truth mask", "predicted mask")
-        if suptitle:
-            fig.suptitle(suptitle, fontsize=11)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, path)
+
+    def paint(ax, i: int) -> None:
+        for mask, color in ((truths[i], TRUTH_COLOR), (preds[i], PRED_COLOR)):
+            if mask is not None and np.any(mask):
+                ax.contour(np.asarray(mask, np.float32), levels=[0.5], colors=[color], linewidths=1.4)
+
+    path = _draw(images, titles, path, suptitle, ncols, ("truth mask", "predicted mask"), paint)
     logger.info("wrote mask overlays %s (%d images)", path, n)
     return path
 
@@ -84,25 +96,15 @@ def box_overlay_grid(images: Sequence[np.ndarray], truths: Sequence[Sequence[Seq
 
     n = len(images)
     _check(n, truths, preds, titles)
-    with _style():
-        fig, axes = _grid(n, ncols, suptitle)
-        for i, ax in enumerate(axes.ravel()):
-            ax.set_axis_off()
-            if i >= n:
-                continue
-            ax.imshow(np.asarray(images[i], np.float32), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            for x1, y1, x2, y2, *_ in truths[i]:
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=TRUTH_COLOR, lw=1.6))
-            for x1, y1, x2, y2, *rest in preds[i]:
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=PRED_COLOR, lw=1.4, ls="--"))
-                if rest:
-                    ax.text(x1, max(y1 - 2, 0), f"{rest[0]:.2f}", color=PRED_COLOR, fontsize=7, va="bottom")
-            ax.set_title(titles[i], fontsize=8.5)
-        _legend(fig, "truth box", "predicted box (confidence)")
-        if suptitle:
-            fig.suptitle(suptitle, fontsize=11)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, path)
+
+    def paint(ax, i: int) -> None:
+        for x1, y1, x2, y2, *_ in truths[i]:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=TRUTH_COLOR, lw=1.6))
+        for x1, y1, x2, y2, *rest in preds[i]:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=PRED_COLOR, lw=1.4, ls="--"))
+            if rest:
+                ax.text(x1, max(y1 - 2, 0), f"{rest[0]:.2f}", color=PRED_COLOR, fontsize=7, va="bottom")
+
+    path = _draw(images, titles, path, suptitle, ncols, ("truth box", "predicted box (confidence)"), paint)
     logger.info("wrote box overlays %s (%d images)", path, n)
     return path

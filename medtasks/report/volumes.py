@@ -52,9 +52,32 @@ def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
         body.append(table(["Rater 2 vs rater 1 (the inter-rater ceiling)", "value [95% CI]"],
                           [["Dice per volume", _ci(rv.get("dice"))], ["lesion F1 per volume", _ci(rv.get("lesion_f1"))],
                            ["ISBI composite (raw)", _ci(raters.get("isbi"))]], table_id="rater-table"))
+    scatter = _volume_scatter(run, fig_dir / "lesion_volumes.png")
+    if scatter is not None:
+        body.append(figure(scatter.name, "Predicted vs true lesion volume per test volume (mm^3); the diagonal is "
+                                         "perfect agreement.", alt="Lesion volumes"))
     body.append(note(f"{m.get('n')} volumes of {m.get('n_patients')} subjects ('{m.get('split')}' split); CIs resample "
                      "subjects. Predicted masks: masks/<subject>_<timepoint>.nii.gz in each FLAIR's own space."))
     return [section("volumes", "Volume-level lesion metrics", *body)]
+
+
+def _volume_scatter(run: RunData, path: Path) -> Path | None:
+    from medtasks.viz.canvas import _new_figure, _style, save_figure
+
+    df = run.predictions
+    if df is None or not {"true_volume", "pred_volume"} <= set(df.columns) or df.empty:
+        return None
+    t, p = df["true_volume"].astype(float).to_numpy(), df["pred_volume"].astype(float).to_numpy()
+    hi = float(max(t.max(), p.max(), 1.0)) * 1.05
+    with _style():
+        fig, axes = _new_figure(4.8, 4.4)
+        ax = axes[0, 0]
+        ax.plot([0, hi], [0, hi], color="0.6", ls="--", lw=1)
+        ax.scatter(t, p, color="#2563eb", s=30)
+        r = (run.metrics.get("volume_correlation") or {}).get("value")
+        ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="true lesion volume (mm^3)", ylabel="predicted (mm^3)",
+               title=f"Lesion volumes (r = {r:.3f})" if isinstance(r, float) else "Lesion volumes")
+        return save_figure(fig, path)
 
 
 def cardiac_sections(run: RunData, fig_dir: Path) -> list[str]:

@@ -147,7 +147,7 @@ def _overlays(task: MsSegment, run: Any, picks: list) -> dict[str, int]:
         mask_overlay_grid([task.display_image(r) for r in rows], [task.truth_mask(r) for r in rows],
                           [probs[i] >= task.cfg.eval.threshold for i in range(len(rows))],
                           [task.case_name(r) for r in rows], path,
-                          suptitle=f"{task.name}: {kind.replace('_', ' ')} slices (green truth, red prediction)")
+                          suptitle=f"{task.name}: {'slices with the largest lesions' if kind == 'lesions' else 'false-positive slices'}")
     return out
 
 
@@ -227,6 +227,6 @@ def predict_volumes(task: MsSegment, run: Any, df: pd.DataFrame, out_dir: Path |
             mask_overlay_grid([task.display_image(pd.Series(s)) for s in sl], [None] * len(sl),
                               [pred[:, :, k].T for k in ks], [f"slice {k}" for k in ks],
                               Path(out_dir) / "overlays" / f"{r['subject_id']}.png",
-                              suptitle=f"{r['subject_id']}: predicted lesions (red)")
+                              suptitle=f"{r['subject_id']}: predicted lesions")
         rows.append(row)
     return pd.DataFrame(rows)

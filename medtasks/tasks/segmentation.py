@@ -236,7 +236,7 @@ class SegmentationTask(Task):
             titles = [f"{Path(str(c)).stem}  Dice {d:.2f}" if t else f"{Path(str(c)).stem}  {int(n)} px predicted"
                       for c, d, t, n in zip(rows.case_id, rows.dice, rows.true_lesion, rows.n_pred)]
             mask_overlay_grid(images, truths, masks, titles, path,
-                              suptitle=f"{self.name}: {kind.replace('_', ' ')} ({self.cfg.eval.split} split; green truth, red prediction)")
+                              suptitle=f"{self.name}: {kind.replace('_', ' ')} ({self.cfg.eval.split} split)")
             written[kind] = len(rows)
         return written
 

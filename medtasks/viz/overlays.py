@@ -38,14 +38,6 @@ def _check(n: int, *seqs: Sequence) -> None:
                          f"{[len(s) for s in seqs]} entries")
 
 
-def _legend(fig, truth: str, pred: str) -> None:
-    from matplotlib.lines import Line2D
-
-    fig.legend(handles=[Line2D([], [], color=TRUTH_COLOR, lw=2, label=truth),
-                        Line2D([], [], color=PRED_COLOR, lw=2, label=pred)], loc="lower center", ncol=2,
-               frameon=False)
-
-
 def _draw(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, suptitle: str | None, ncols: int,
           legend: tuple[str, str], paint) -> Path:
     """The grid both overlays share: grey image per panel, ``paint(ax, i)`` draws truth and prediction."""
@@ -59,9 +51,9 @@ def _draw(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path,
             ax.imshow(np.asarray(images[i], np.float32), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             paint(ax, i)
             ax.set_title(titles[i], fontsize=8.5)
-        _legend(fig, *legend)
-        if suptitle:
-            fig.suptitle(suptitle, fontsize=11)
+        # the colour key goes in the title: a figure legend below the grid gets clipped by the layout
+        key = f"green: {legend[0]}, red: {legend[1]}"
+        fig.suptitle(f"{suptitle}\n{key}" if suptitle else key, fontsize=11)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_figure(fig, path)

@@ -8,7 +8,7 @@ prints the resolved tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from medtasks.config import ConfigError
 
@@ -71,9 +71,14 @@ class EvalConfig:
     tta: bool = False                       # test-time augmentation at evaluate/calibrate/predict: mean logits over views
     tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])  # + the original
 
+    tta_supported: ClassVar[bool] = True    # kinds whose outputs cannot be averaged over flipped views set False
+
     def validate(self) -> None:
         from medtasks.engine.tta import parse_view
 
+        if self.tta and not self.tta_supported:
+            raise ConfigError("tta: not supported for this task (outputs of flipped views would need un-flipping); "
+                              "set eval.tta=false")
         for v in self.tta_views:
             try:
                 parse_view(v)

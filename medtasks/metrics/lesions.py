@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from medtasks.metrics.segmentation import NAN, Spacing, _mask, _pair, _ratio
 
-__all__ = ["lesion_detection", "lesion_volume", "volume_correlation", "isbi_score"]
+__all__ = ["lesion_detection", "lesion_volume", "volume_correlation", "isbi_score", "pooled_lesion_scores"]
 
 
 def _components(mask: np.ndarray, connectivity: int, min_size: int) -> tuple[np.ndarray, int]:
@@ -130,3 +130,18 @@ def isbi_score(dice: float, ppv: float, lfpr: float, ltpr: float, corr: float) -
         0.775
     """
     return float(dice / 8 + ppv / 8 + (1 - lfpr) / 4 + ltpr / 4 + corr / 4)
+
+
+def pooled_lesion_scores(n_true: int, n_pred: int, n_detected: int, n_false_pos: int) -> dict[str, float]:
+    """Lesion TPR, precision and F1 from lesion counts summed over cases (:func:`lesion_detection`'s keys).
+
+    NaN where undefined: TPR without true lesions, precision without predicted ones, F1 unless both exist.
+
+    Example:
+        >>> pooled_lesion_scores(n_true=4, n_pred=2, n_detected=2, n_false_pos=0)["f1"]  # 2 * 0.5 * 1 / 1.5
+        0.6666666666666666
+    """
+    tpr = _ratio(n_detected, n_true)
+    prec = _ratio(n_pred - n_false_pos, n_pred)
+    f1 = 2 * tpr * prec / (tpr + prec) if n_true and n_pred and tpr + prec > 0 else NAN
+    return {"ltpr": tpr, "precision": prec, "f1": f1}

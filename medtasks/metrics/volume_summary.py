@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from medtasks.metrics.bootstrap import bootstrap_ci
-from medtasks.metrics.lesions import isbi_score, lesion_detection, lesion_volume, volume_correlation
+from medtasks.metrics.lesions import (isbi_score, lesion_detection, lesion_volume, pooled_lesion_scores,
+                                      volume_correlation)
 from medtasks.metrics.segmentation import case_metric_fn, confusion_counts, hd95, metrics_from_counts, pooled_metric_fn
 
 __all__ = ["volume_row", "volume_summary"]
@@ -57,11 +58,8 @@ def volume_row(pred: np.ndarray, true: np.ndarray, group: Any, spacing: float | 
 
 def _lesions_pooled(t: pd.DataFrame) -> dict[str, float]:
     n_true, n_pred = int(t["n_true_lesions"].sum()), int(t["n_pred_lesions"].sum())
-    det, fp = int(t["n_detected"].sum()), int(t["n_false_pos"].sum())
-    tpr = det / n_true if n_true else float("nan")
-    prec = (n_pred - fp) / n_pred if n_pred else float("nan")
-    f1 = 2 * tpr * prec / (tpr + prec) if n_true and n_pred and tpr + prec > 0 else float("nan")
-    return {"ltpr": tpr, "precision": prec, "f1": f1, "n_true_lesions": n_true, "n_pred_lesions": n_pred}
+    scores = pooled_lesion_scores(n_true, n_pred, int(t["n_detected"].sum()), int(t["n_false_pos"].sum()))
+    return {**scores, "n_true_lesions": n_true, "n_pred_lesions": n_pred}
 
 
 def _isbi(t: pd.DataFrame) -> float:

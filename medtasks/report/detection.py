@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medtasks.report import figures
-from medtasks.report.html import classification_report_table, figure, fmt_num, note, section, table
-from medtasks.report.segmentation import _ci
+from medtasks.report.html import classification_report_table, figure, fmt_ci, fmt_num, note, section, table
 
 if TYPE_CHECKING:
     from medtasks.report import RunData
@@ -24,8 +23,8 @@ def _box_section(run: RunData, fig_dir: Path) -> str:
     m = run.metrics
     ul = m.get("ultralytics") or {}
     h = m.get("headline") or {}
-    rows = [["AP50 (IoU 0.50)", _ci(h.get("ap50")), fmt_num(ul.get("map50"))],
-            ["mAP50-95", _ci(h.get("map50_95")), fmt_num(ul.get("map50_95"))],
+    rows = [["AP50 (IoU 0.50)", fmt_ci(h.get("ap50")), fmt_num(ul.get("map50"))],
+            ["mAP50-95", fmt_ci(h.get("map50_95")), fmt_num(ul.get("map50_95"))],
             ["precision (at ultralytics' max-F1 confidence)", "", fmt_num(ul.get("precision"))],
             ["recall (same)", "", fmt_num(ul.get("recall"))]]
     body = [table(["Box metric", "medtasks [95% CI, by patient]", "ultralytics validator"], rows,

@@ -108,6 +108,14 @@ def table(
     return "".join(out)
 
 
+def fmt_ci(entry: object) -> str:
+    """A bootstrap result ``{"value", "ci_low", "ci_high"}`` as ``value [low, high]`` (a bare number as itself)."""
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return fmt_num(entry) if isinstance(entry, (int, float)) else "n/a"
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    return fmt_num(entry["value"]) + ("" if low is None or high is None else f" [{fmt_num(low)}, {fmt_num(high)}]")
+
+
 def classification_report_table(rep: dict, table_id: str) -> str:
     """sklearn's ``classification_report(output_dict=True)`` as a table (classes, averages, accuracy)."""
     rows = [[k, fmt_num(v.get("precision")), fmt_num(v.get("recall")), fmt_num(v.get("f1-score")),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medtasks.report import figures
-from medtasks.report.html import classification_report_table, figure, fmt_num, note, section, table
+from medtasks.report.html import classification_report_table, figure, fmt_ci, fmt_num, note, section, table
 from medtasks.viz.canvas import _new_figure, _style, save_figure
 
 if TYPE_CHECKING:
@@ -27,25 +27,16 @@ AGGREGATES = (("pooled", "pooled over all pixels (the notes' figure)"),
               ("per_patient", "mean over patients (pixels pooled per patient)"))
 
 
-def _ci(entry: Any) -> str:
-    if not isinstance(entry, dict) or entry.get("value") is None:
-        return "n/a"
-    value = fmt_num(entry["value"])
-    if entry.get("ci_low") is None or entry.get("ci_high") is None:
-        return value
-    return f"{value} [{fmt_num(entry['ci_low'])}, {fmt_num(entry['ci_high'])}]"
-
-
 def _overlap_section(m: dict[str, Any]) -> str:
     rows = []
     for key, label in AGGREGATES:
         block = m.get(key) or {}
-        rows.append([label, *(_ci(block.get(k)) if k in block else "—" for k in METRIC_NAMES)])
+        rows.append([label, *(fmt_ci(block.get(k)) if k in block else "—" for k in METRIC_NAMES)])
     body = [table(["Aggregate", *METRIC_NAMES.values()], rows, table_id="overlap-table")]
     hd = m.get("hd95") or {}
     unit = "mm" if m.get("pixel_spacing_mm") else "pixels"
     if hd.get("n"):
-        body.append(table(["HD95", "Value"], [[f"mean ({unit}) [95% CI]", _ci(hd.get("mean"))],
+        body.append(table(["HD95", "Value"], [[f"mean ({unit}) [95% CI]", fmt_ci(hd.get("mean"))],
                                               [f"median ({unit})", fmt_num(hd.get("median"))],
                                               ["slices (truth and prediction non-empty)", hd["n"]]],
                           table_id="hd95-table"))

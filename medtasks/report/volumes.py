@@ -4,54 +4,47 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medtasks.report import figures
-from medtasks.report.html import figure, fmt_num, note, section, table
+from medtasks.report.html import figure, fmt_ci, fmt_num, note, section, table
 
 if TYPE_CHECKING:
     from medtasks.report import RunData
 
 
-def _ci(entry: Any) -> str:
-    if not isinstance(entry, dict) or entry.get("value") is None:
-        return fmt_num(entry) if isinstance(entry, (int, float)) else "n/a"
-    low, high = entry.get("ci_low"), entry.get("ci_high")
-    return fmt_num(entry["value"]) + ("" if low is None or high is None else f" [{fmt_num(low)}, {fmt_num(high)}]")
-
-
 def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
     m = run.metrics
     pv, pooled, lp = m.get("per_volume") or {}, m.get("pooled") or {}, m.get("lesions_pooled") or {}
-    rows = [["Dice", _ci(pv.get("dice")), _ci(pooled.get("dice"))],
-            ["IoU", _ci(pv.get("iou")), _ci(pooled.get("iou"))],
-            ["sensitivity", _ci(pv.get("sens")), _ci(pooled.get("sens"))],
-            ["PPV", _ci(pv.get("ppv")), _ci(pooled.get("ppv"))]]
+    rows = [["Dice", fmt_ci(pv.get("dice")), fmt_ci(pooled.get("dice"))],
+            ["IoU", fmt_ci(pv.get("iou")), fmt_ci(pooled.get("iou"))],
+            ["sensitivity", fmt_ci(pv.get("sens")), fmt_ci(pooled.get("sens"))],
+            ["PPV", fmt_ci(pv.get("ppv")), fmt_ci(pooled.get("ppv"))]]
     body = [table(["Voxel metric", "mean per volume [95% CI]", "pooled voxels [95% CI]"], rows, table_id="volume-table")]
-    lrows = [["lesion TPR (detected / true lesions)", _ci(pv.get("ltpr")), fmt_num(lp.get("ltpr"))],
-             ["lesion FPR (false / predicted lesions)", _ci(pv.get("lfpr")), ""],
-             ["lesion precision", _ci(pv.get("lesion_precision")), fmt_num(lp.get("precision"))],
-             ["lesion F1", _ci(pv.get("lesion_f1")), _ci(lp.get("f1_ci"))],
-             ["volume correlation (Pearson r)", _ci(m.get("volume_correlation")), ""],
-             ["ISBI 2015 composite (raw, not rater-normalised)", _ci(m.get("isbi")), ""],
-             ["HD95 (mm)", _ci((m.get("hd95") or {}).get("mean")), ""]]
+    lrows = [["lesion TPR (detected / true lesions)", fmt_ci(pv.get("ltpr")), fmt_num(lp.get("ltpr"))],
+             ["lesion FPR (false / predicted lesions)", fmt_ci(pv.get("lfpr")), ""],
+             ["lesion precision", fmt_ci(pv.get("lesion_precision")), fmt_num(lp.get("precision"))],
+             ["lesion F1", fmt_ci(pv.get("lesion_f1")), fmt_ci(lp.get("f1_ci"))],
+             ["volume correlation (Pearson r)", fmt_ci(m.get("volume_correlation")), ""],
+             ["ISBI 2015 composite (raw, not rater-normalised)", fmt_ci(m.get("isbi")), ""],
+             ["HD95 (mm)", fmt_ci((m.get("hd95") or {}).get("mean")), ""]]
     conn = {1: "6", 2: "18", 3: "26"}.get(int((run.config.get("eval") or {}).get("connectivity", 2)), "18")
     body.append(table([f"Lesion-wise (3-D, {conn}-connected)", "per volume [95% CI]", "pooled counts"], lrows,
                       table_id="lesion-table"))
     slices = m.get("slices") or {}
     if slices:
         sp, si = slices.get("pooled") or {}, slices.get("per_image") or {}
-        body.append(table(["Per slice", "Dice", "IoU"], [["pooled over slices", _ci(sp.get("dice")), _ci(sp.get("iou"))],
-                                                        ["mean over lesion slices", _ci(si.get("dice")), _ci(si.get("iou"))]],
+        body.append(table(["Per slice", "Dice", "IoU"], [["pooled over slices", fmt_ci(sp.get("dice")), fmt_ci(sp.get("iou"))],
+                                                        ["mean over lesion slices", fmt_ci(si.get("dice")), fmt_ci(si.get("iou"))]],
                           table_id="slice-table"))
     raters = m.get("raters")
     if raters:
         rv = raters.get("per_volume") or {}
         body.append(table(["Rater 2 vs rater 1 (the inter-rater ceiling)", "value [95% CI]"],
-                          [["Dice per volume", _ci(rv.get("dice"))], ["lesion F1 per volume", _ci(rv.get("lesion_f1"))],
-                           ["ISBI composite (raw)", _ci(raters.get("isbi"))]], table_id="rater-table"))
+                          [["Dice per volume", fmt_ci(rv.get("dice"))], ["lesion F1 per volume", fmt_ci(rv.get("lesion_f1"))],
+                           ["ISBI composite (raw)", fmt_ci(raters.get("isbi"))]], table_id="rater-table"))
     scatter = _volume_scatter(run, fig_dir / "lesion_volumes.png")
     if scatter is not None:
         body.append(figure(scatter.name, "Predicted vs true lesion volume per test volume (mm^3); the diagonal is "
@@ -85,7 +78,7 @@ def cardiac_sections(run: RunData, fig_dir: Path) -> list[str]:
     s = m.get("summary") or {}
     h = m.get("headline") or {}
     names = ("myocardium", "aortic_valve", "calcification")
-    rows = [[n.replace("_", " "), _ci(h.get(f"dice_{n}")), fmt_num(s.get(f"n_{n}_scored")),
+    rows = [[n.replace("_", " "), fmt_ci(h.get(f"dice_{n}")), fmt_num(s.get(f"n_{n}_scored")),
              fmt_num((m.get("hd95_mm") or {}).get(n))] for n in names]
     body = [table(["Class", f"Dice per patient ({m.get('gate')} gate) [95% CI]", "patients scored", "HD95 mm"], rows,
                   table_id="cardiac-table"),

@@ -87,12 +87,15 @@ class Task:
     # ---- shared behaviour -------------------------------------------------------------------
     def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> Any:
         """A MONAI DataLoader over ``records(df)`` with the split's transforms and the configured cache."""
+        return self.make_loader(self.records(df), self.build_transforms(split), shuffle, batch_size)
+
+    def make_loader(self, records: list[dict[str, Any]], transform: Compose, shuffle: bool, batch_size: int) -> Any:
+        """MONAI dataset (``data.cache``: memory / disk / none) + DataLoader over ``records``."""
         from monai.data import DataLoader
 
         from medtasks.data.datasets import build_dataset
 
-        recs = self.records(df)
-        ds = build_dataset(recs, self.build_transforms(split), cache=self.cfg.data.cache,
+        ds = build_dataset(records, transform, cache=self.cfg.data.cache,
                            cache_dir=self.cfg.data.cache_dir, num_workers=self.cfg.data.num_workers,
                            progress=False)
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.cfg.data.num_workers,

@@ -68,13 +68,9 @@ class CardiacInferConfig:
 
 @dataclass
 class CardiacEvalConfig(EvalConfig):
+    tta_supported = False
     connectivity: int = 3                    # calcium lesions: 26-connected components in 3-D
     save_masks: bool = True                  # masks/<patient>_pred.nii.gz (the input's space)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.tta:
-            raise ConfigError("tta: not supported for cardiac_seg; set eval.tta=false")
 
 
 @dataclass

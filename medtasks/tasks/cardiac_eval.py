@@ -24,7 +24,7 @@ from medtasks.config import config_hash
 from medtasks.data.manifest import write_csv_atomic
 from medtasks.io.nifti import save_nifti_atomic
 from medtasks.metrics.bootstrap import bootstrap_ci
-from medtasks.metrics.lesions import lesion_detection
+from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
 from medtasks.metrics.segmentation import NAN, case_metric_fn, hd95, overlap_metrics
 from medtasks.rundir import write_json_atomic
 from medtasks.tasks.cardiac_infer import GATES, calcium_probability, fuse, predict_stage
@@ -82,12 +82,10 @@ def _mode_summary(rows: pd.DataFrame) -> dict[str, Any]:
         v = rows[f"dice_{name}"].astype(float)
         out[f"dice_{name}"] = float(v.mean()) if v.notna().any() else NAN
         out[f"n_{name}_scored"] = int(v.notna().sum())
-    n_true, n_pred = int(rows.calc_true_lesions.sum()), int(rows.calc_pred_lesions.sum())
-    det, fp = int(rows.calc_detected.sum()), int(rows.calc_false_pos.sum())
-    rec = det / n_true if n_true else NAN
-    prec = (n_pred - fp) / n_pred if n_pred else NAN
-    out.update(calcium_lesion_recall=rec, calcium_lesion_precision=prec,
-               calcium_lesion_f1=2 * rec * prec / (rec + prec) if n_true and n_pred and rec + prec else NAN,
+    les = pooled_lesion_scores(int(rows.calc_true_lesions.sum()), int(rows.calc_pred_lesions.sum()),
+                               int(rows.calc_detected.sum()), int(rows.calc_false_pos.sum()))
+    out.update(calcium_lesion_recall=les["ltpr"], calcium_lesion_precision=les["precision"],
+               calcium_lesion_f1=les["f1"],
                gate_accuracy=float((rows.gate_open.astype(int) == rows.has_calcium).mean()),
                false_positive_patients=int(((rows.has_calcium == 0) & (rows.calcium_voxels_pred > 0)).sum()))
     return out

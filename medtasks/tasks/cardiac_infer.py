@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from medtasks.metrics.lesions import lesion_detection
+from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
 
 if TYPE_CHECKING:
     from medtasks.tasks.cardiac_seg import CardiacSeg
@@ -89,9 +89,8 @@ def _class3_reduce(parts: list) -> dict[str, float]:
     tp, fp, fn = (sum(p[f"{k}1"] for p in parts) for k in ("tp", "fp", "fn"))
     n_true, n_pred, n_det, n_fp = (sum(p[k] for p in parts) for k in ("n_true", "n_pred", "n_det", "n_fp"))
     recall = tp / (tp + fn) if tp + fn else 0.0
-    ltpr = n_det / n_true if n_true else 0.0
-    lprec = (n_pred - n_fp) / n_pred if n_pred else 0.0
-    lf1 = 2 * ltpr * lprec / (ltpr + lprec) if ltpr + lprec else 0.0
+    lf1 = pooled_lesion_scores(n_true, n_pred, n_det, n_fp)["f1"]
+    lf1 = 0.0 if np.isnan(lf1) else lf1  # model selection needs a number: nothing found scores 0
     return {"recall": recall, "precision": tp / (tp + fp) if tp + fp else 0.0, "lesion_f1": lf1,
             "score": (recall + lf1) / 2}
 

@@ -169,14 +169,8 @@ class CardiacSeg(Task):
         return [{"image": r.image, "label": r.label} for r in rows.itertuples()]
 
     def stage_loader(self, stage: str, df: pd.DataFrame, split: str, batch_size: int) -> Any:
-        from monai.data import DataLoader
-
-        from medtasks.data.datasets import build_dataset
-
-        ds = build_dataset(self.stage_records(stage, df, split), self.stage_transforms(stage, split),
-                           cache=self.cfg.data.cache, cache_dir=self.cfg.data.cache_dir,
-                           num_workers=self.cfg.data.num_workers, progress=False)
-        return DataLoader(ds, batch_size=batch_size, shuffle=split == "train", num_workers=self.cfg.data.num_workers)
+        return self.make_loader(self.stage_records(stage, df, split), self.stage_transforms(stage, split),
+                                split == "train", batch_size)
 
     def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True) -> FitResult:
         """Train ``stages`` in turn, each in ``<run>/<stage>/``; the class-1/2 history is the run's history.csv."""

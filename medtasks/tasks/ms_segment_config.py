@@ -50,6 +50,7 @@ class MsInputConfig:
 
 @dataclass
 class MsEvalConfig(EvalConfig):
+    tta_supported = False
     connectivity: int = 2                   # lesions: 3-D connected components, 2 = 18-connectivity (ISBI 2015)
     min_area: int = 1                       # slice call for the per-slice classification check
     save_masks: bool = True                 # masks/<subject>_<timepoint>.nii.gz of the evaluated volumes
@@ -60,8 +61,6 @@ class MsEvalConfig(EvalConfig):
         super().validate()
         if self.connectivity not in (1, 2, 3):
             raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
-        if self.tta:
-            raise ConfigError("tta: not supported for segmentation; set eval.tta=false")
 
 
 @dataclass

@@ -25,6 +25,7 @@ class DetectModelConfig:
 
 @dataclass
 class DetectEvalConfig(EvalConfig):
+    tta_supported = False
     conf: float = 0.25                      # image-level call and predictions.csv: boxes with confidence >= conf
     iou: float = 0.7                        # NMS IoU
     val_conf: float = 0.001                 # confidence floor for mAP (ultralytics' validator default)
@@ -36,8 +37,6 @@ class DetectEvalConfig(EvalConfig):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name}: expected a value in [0, 1], got {v}")
-        if self.tta:
-            raise ConfigError("tta: not supported for detection (use detect.extra.augment=true for ultralytics' TTA)")
 
 
 @dataclass

@@ -47,6 +47,7 @@ class SegLossConfig:
 
 @dataclass
 class SegEvalConfig(EvalConfig):
+    tta_supported = False
     min_area: int = 20                       # seg -> classification: a slice is positive with >= this many predicted px
     save_masks: bool = True                  # masks/<case>.png of the evaluated split
     overlays: int = 8                        # slices per overlay grid (best / worst Dice, false positives)
@@ -56,8 +57,6 @@ class SegEvalConfig(EvalConfig):
         super().validate()
         if self.min_area < 1:
             raise ConfigError(f"min_area: expected >= 1 pixel, got {self.min_area}")
-        if self.tta:
-            raise ConfigError("tta: not supported for segmentation; set eval.tta=false")
 
 
 @dataclass

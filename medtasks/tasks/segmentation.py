@@ -132,9 +132,6 @@ class SegmentationTask(Task):
     def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume, progress: bool = False) -> None:
         """Call ``consume(i, prob)`` for every row ``i`` of ``df`` with its probability map resized
         back to :meth:`native_shape` (float32 ``(H, W)``), batch by batch."""
-        if getattr(self.cfg.eval, "tta", False):
-            raise ValueError("eval.tta is not supported for segmentation (flipped masks would need un-flipping); "
-                             "set eval.tta=false")
         df = df.reset_index(drop=True)
         loader = self.loader(df, split, False, self.cfg.eval.batch_size)
 

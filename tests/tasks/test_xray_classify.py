@@ -149,7 +149,6 @@ def test_config_errors() -> None:
     cfg = load_config(CONFIG, XrayClassifyConfig, ["model.transfer=partial", "model.freeze=[backbone.layer9]"])
     with pytest.raises(ValueError, match="no module 'backbone.layer9'"):
         XrayClassify(cfg).build_model()
-    assert np.isfinite(1.0)
 
 
 def test_gradcam_on_vgg16_with_inplace_relu() -> None:

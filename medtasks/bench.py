@@ -6,9 +6,9 @@ MONAI's ``BasicUNet`` (its default features), at the same input size and batch, 
 gradients, on the device training would use; each model's best of ``repeats`` timed passes
 after a warm-up, and the ratios to the report's network (the report: 13.79 vs 3.5 FPS on a T4).
 
-For ``ich_classify`` the pipeline is the task's own deterministic transform chain (DICOM -> HU
-with the wrapped-pixel fix -> 3 windows -> resize -> channel normalisation -> tensor) and the
-baseline is ``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
+For ``ich_classify`` the pipeline is the task's own deterministic transform chain (DICOM -> stored
+pixels with the wrapped-pixel fix -> resize -> HU map, 3 windows and channel normalisation in one
+pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`) and the baseline is ``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
 ``repeats`` times, after one warm-up pass (page cache), and the best time of each is kept.
 """
 
@@ -128,7 +128,7 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
         transform = task.build_transforms("test")
         result = compare_rates(lambda p: transform({"image": p, "label": np.zeros(6, np.float32)}),
                                lambda p: pydicom.dcmread(p).pixel_array, paths, repeats)
-    result.update(task=task_name, size=task.cfg.input.size, pipeline="DICOM->HU->3 windows->resize->normalise->tensor",
+    result.update(task=task_name, size=task.cfg.input.size, pipeline="DICOM -> stored pixels -> resize -> HU map folded into 3 windows + normalisation -> tensor (LoadCTWindowsd)",
                   baseline="pydicom.dcmread(path).pixel_array")
     log.info("bench %s: %s", task_name, result)
     return result

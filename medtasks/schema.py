@@ -55,7 +55,9 @@ class TrainConfig:
     monitor: str = "val_loss"               # picks best.pt, early stopping and LR plateau
     monitor_mode: Literal["min", "max"] = "min"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True                        # mixed precision, CUDA only
+    amp: bool = True                        # mixed precision on CUDA (float16 autocast + GradScaler)
+    cpu_bf16: bool = False                  # bfloat16 autocast on CPU: ~2x faster on CPUs with AMX / AVX512-BF16, refused (float32) on others
+    channels_last: bool = False             # channels-last layout for 2-D convolutions (faster on CPU with cpu_bf16)
     threads: Optional[int] = None           # torch CPU threads (null = all available cores)
     steps_per_epoch: Optional[int] = None   # iterations per epoch (null = one pass over the training split)
 

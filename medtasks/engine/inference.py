@@ -11,7 +11,7 @@ from ignite.handlers import ProgressBar
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import PrepareBatchDefault
 
-from medtasks.engine.runtime import amp_enabled
+from medtasks.engine.runtime import amp_enabled, engine_network
 
 
 class _LabelFreePrepare:
@@ -29,7 +29,8 @@ class _LabelFreePrepare:
 
 def run_inference(network: torch.nn.Module, loader: Any, device: torch.device, prepare_batch: Any = None,
                   amp: bool = True, progress: bool = False, desc: str = "predict",
-                  on_batch: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
+                  on_batch: Callable[[np.ndarray, int], None] | None = None, cpu_bf16: bool = False,
+                  channels_last: bool = False) -> np.ndarray:
     """Return the network's raw outputs (e.g. logits) for every sample of ``loader``, in loader order.
 
     The loader must not shuffle; row ``i`` of the result belongs to dataset item ``i``. With
@@ -51,7 +52,8 @@ def run_inference(network: torch.nn.Module, loader: Any, device: torch.device, p
             on_batch(out.numpy(), seen[0])
         seen[0] += len(out)
 
-    evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=network.to(device),
+    net = engine_network(network.to(device), device, cpu_bf16, channels_last)
+    evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=net,
                                     prepare_batch=_LabelFreePrepare(prepare_batch), amp=amp_enabled(amp, device),
                                     decollate=False)
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)

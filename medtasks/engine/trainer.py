@@ -33,7 +33,7 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
 
 from medtasks.engine.handlers import StreamingCollector, EpochCollector, FixedNameSaver, HistoryWriter
-from medtasks.engine.runtime import amp_enabled
+from medtasks.engine.runtime import amp_enabled, engine_network
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         amp: bool = True, epoch_length: int | None = None, prepare_batch: Any = None,
         train_prepare_batch: Any = None, iteration_update: Callable | None = None, resume: bool = False,
         progress: bool = True, val_inferer: Any = None,
-        stream_score: tuple[Callable, Callable] | None = None) -> FitResult:
+        stream_score: tuple[Callable, Callable] | None = None, cpu_bf16: bool = False,
+        channels_last: bool = False) -> FitResult:
     """Train ``network`` with validation every epoch; see the module docstring for the handlers.
 
     Args:
@@ -110,6 +111,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
             output (:class:`~medtasks.engine.handlers.StreamingCollector`; ``score_fn`` is then unused and
             ``val_loss`` is the mean of the per-batch losses).
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
+        cpu_bf16 / channels_last: see :func:`~medtasks.engine.runtime.engine_network` (``amp`` is CUDA's).
 
     Example:
         >>> res = fit(network=net, optimizer=opt, loss_fn=loss, train_loader=tl, val_loader=vl,
@@ -120,6 +122,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     use_amp = amp_enabled(amp, device)
     network.to(device)
+    engine_net = engine_network(network, device, cpu_bf16, channels_last)  # checkpoints keep `network`
     kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
 
     cpu_loss = copy.deepcopy(loss_fn).cpu().eval()  # eval mode: validation scores the plain targets
@@ -132,7 +135,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         return out
 
     ev_kwargs = dict(kwargs, **({"inferer": val_inferer} if val_inferer is not None else {}))
-    evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=network, amp=use_amp,
+    evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=engine_net, amp=use_amp,
                                     decollate=False, **ev_kwargs)
     if stream_score is None:
         EpochCollector(epoch_score).attach(evaluator)
@@ -148,7 +151,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
                     **reduce_fn(parts)}
 
         StreamingCollector(with_loss, reduce_with_loss).attach(evaluator)
-    trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=network,
+    trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=engine_net,
                                 optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
                                 epoch_length=epoch_length, iteration_update=iteration_update, **train_kwargs)
     if monitor != "val_loss" and not monitor.startswith("val_"):

@@ -50,7 +50,7 @@ def _lenient(fn: _F) -> _F:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomReadError", "REASONS", "read_header", "read_hu", "fix_wrapped_pixels"]
+__all__ = ["DicomReadError", "REASONS", "read_header", "read_hu", "read_stored", "stored_to_hu", "fix_wrapped_pixels"]
 
 # Suggested remedy per reason code; appended to str(error) so a log line is actionable.
 _FIXES: dict[str, str] = {
@@ -310,28 +310,23 @@ def fix_wrapped_pixels(
 
 
 @_lenient
-def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None = "CT") -> np.ndarray:
-    """Read one 2-D slice as Hounsfield units.
+def read_stored(path_or_ds: str | os.PathLike[str] | Dataset,
+                modality: str | None = "CT") -> tuple[np.ndarray, float, float]:
+    """Read one 2-D slice as stored values and the linear map to HU: ``HU = pixels * slope + intercept``.
 
-    One ``dcmread``, one decode, then float32 arithmetic in place: this sits in the
-    training data path, so it must stay close to the speed of a bare decode.
-
-    Args:
-        path_or_ds: DICOM file or an already read :class:`pydicom.dataset.Dataset`.
-        modality: Required Modality; ``None`` accepts any.
-
-    Returns:
-        float32 array ``(rows, cols)``: ``pixel * RescaleSlope + RescaleIntercept``
-        after :func:`fix_wrapped_pixels` (slope defaults to 1, intercept to 0).
+    The RSNA wrap-around is already undone (:func:`fix_wrapped_pixels`: the returned pixels are
+    then int32 and the intercept -1000). Pipelines that resample before windowing use this to
+    apply the HU map after resampling, on the smaller image (resampling is linear, so the order
+    does not change the values beyond float32 rounding); :func:`read_hu` applies it directly.
 
     Raises:
         DicomReadError: with the reason code of the failure.
 
     Example:
         >>> from pydicom.data import get_testdata_file
-        >>> hu = read_hu(get_testdata_file("CT_small.dcm"))
-        >>> hu.shape, hu.dtype
-        ((128, 128), dtype('float32'))
+        >>> px, slope, intercept = read_stored(get_testdata_file("CT_small.dcm"))
+        >>> px.dtype, slope, intercept
+        (dtype('int16'), 1.0, -1024.0)
     """
     if isinstance(path_or_ds, Dataset):
         ds = path_or_ds
@@ -361,14 +356,39 @@ def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None =
     intercept = 0.0 if intercept is None else intercept
     # Intercept first: the other two tags are only looked up for candidate files.
     if intercept > -100 and _needs_wrap_fix(ds.get("PixelRepresentation"), ds.get("BitsStored"), intercept):
-        hu = pixels.astype(np.float32)
-        _unwrap_inplace(hu)  # exact in float32: values are small integers
-        intercept = -1000.0
-        if slope != 1.0:
-            hu *= np.float32(slope)
-        hu += np.float32(intercept)
-        return hu
-    # Conversion to float32 fused with the first arithmetic step: one pass over the pixels.
+        pixels, intercept = fix_wrapped_pixels(pixels, 0, 12, intercept)
+    return pixels, slope, intercept
+
+
+def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None = "CT") -> np.ndarray:
+    """Read one 2-D slice as Hounsfield units.
+
+    One ``dcmread``, one decode (:func:`read_stored`), then one float32 pass: this sits in the
+    training data path, so it must stay close to the speed of a bare decode.
+
+    Args:
+        path_or_ds: DICOM file or an already read :class:`pydicom.dataset.Dataset`.
+        modality: Required Modality; ``None`` accepts any.
+
+    Returns:
+        float32 array ``(rows, cols)``: ``pixel * RescaleSlope + RescaleIntercept``
+        after :func:`fix_wrapped_pixels` (slope defaults to 1, intercept to 0).
+
+    Raises:
+        DicomReadError: with the reason code of the failure.
+
+    Example:
+        >>> from pydicom.data import get_testdata_file
+        >>> hu = read_hu(get_testdata_file("CT_small.dcm"))
+        >>> hu.shape, hu.dtype
+        ((128, 128), dtype('float32'))
+    """
+    pixels, slope, intercept = read_stored(path_or_ds, modality)
+    return stored_to_hu(pixels, slope, intercept)
+
+
+def stored_to_hu(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """``pixels * slope + intercept`` as float32, the conversion fused with the first arithmetic step."""
     if slope != 1.0:
         hu = np.multiply(pixels, np.float32(slope), dtype=np.float32)
         if intercept != 0.0:
@@ -377,4 +397,3 @@ def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None =
     if intercept != 0.0:
         return np.add(pixels, np.float32(intercept), dtype=np.float32)
     return pixels.astype(np.float32)
-

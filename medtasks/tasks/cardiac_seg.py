@@ -191,7 +191,7 @@ class CardiacSeg(Task):
                                  train_loader=self.stage_loader(stage, df, "train", c.batch_size),
                                  val_loader=self.stage_loader(stage, df, "val", 1), run_dir=run / stage,
                                  device=device, epochs=c.epochs, monitor=monitor, mode="max", patience=c.patience,
-                                 scheduler="none", amp=self.cfg.train.amp,
+                                 scheduler="none", amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
                                  epoch_length=getattr(c, "steps_per_epoch", None), resume=resume,
                                  progress=progress, **score_kw)
         first = results.get("class12") or next(iter(results.values()))

@@ -98,7 +98,8 @@ class ClassificationTask(Task):
                    run_dir=run.path, device=device, epochs=t.epochs, monitor=t.monitor, mode=t.monitor_mode,
                    patience=t.early_stopping_patience, scheduler=cfg.scheduler.name,
                    sched_factor=cfg.scheduler.factor, sched_patience=cfg.scheduler.patience,
-                   min_lr=cfg.scheduler.min_lr, amp=t.amp, epoch_length=t.steps_per_epoch,
+                   min_lr=cfg.scheduler.min_lr, amp=t.amp, cpu_bf16=t.cpu_bf16, channels_last=t.channels_last,
+                   epoch_length=t.steps_per_epoch,
                    prepare_batch=self.prepare_batch(), train_prepare_batch=self.train_prepare_batch(),
                    resume=resume, progress=progress)
         if not in_cv:
@@ -194,7 +195,8 @@ class ClassificationTask(Task):
 
             model = TTAWrapper(model, self.cfg.eval.tta_views).eval()
         logits = run_inference(model, loader, select_device(self.cfg.train.device), self.prepare_batch(),
-                               amp=self.cfg.train.amp, progress=progress)
+                               amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
+                               channels_last=self.cfg.train.channels_last, progress=progress)
         return self.postprocess_logits(df, logits.reshape(len(df), -1))
 
     def postprocess_logits(self, df: pd.DataFrame, logits: np.ndarray) -> np.ndarray:

@@ -117,6 +117,7 @@ class SegmentationTask(Task):
                    epochs=t.epochs, monitor=t.monitor, mode=t.monitor_mode, patience=t.early_stopping_patience,
                    scheduler=cfg.scheduler.name, sched_factor=cfg.scheduler.factor,
                    sched_patience=cfg.scheduler.patience, min_lr=cfg.scheduler.min_lr, amp=t.amp,
+                   cpu_bf16=t.cpu_bf16, channels_last=t.channels_last,
                    epoch_length=t.steps_per_epoch, prepare_batch=self.prepare_batch(), resume=resume,
                    progress=progress)
 
@@ -144,7 +145,8 @@ class SegmentationTask(Task):
                 consume(first + j, p.astype(np.float32))
 
         run_inference(model, loader, select_device(self.cfg.train.device), self.prepare_batch(),
-                      amp=self.cfg.train.amp, progress=progress, on_batch=on_batch)
+                      amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
+                      channels_last=self.cfg.train.channels_last, progress=progress, on_batch=on_batch)
 
     @staticmethod
     def write_mask(mask: np.ndarray, path: Path) -> None:

@@ -24,7 +24,8 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped, MapTransform, Transform
 
 from medtasks.io.dicom import DicomReadError, read_hu
-from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
+from medtasks.transforms.ct_load import LoadCTWindowsd
+from medtasks.transforms.resize import NormalizeChannelsd
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +230,14 @@ def ct_window_pipeline(
 ) -> Compose:
     """DICOM path -> windowed, resized, normalised float32 tensor.
 
-    Steps: :class:`LoadDicomHUd` -> :class:`~medtasks.transforms.resize.ResizeImaged` (in HU) to
-    ``(size, size)`` with ``resize_mode`` (default ``"area"``: integer box reduction then
-    bilinear, anti-aliased when shrinking 512 -> 224; ``"bilinear"`` aliases when shrinking by
-    2x or more) -> :class:`CTWindowsd` -> ``augment`` (if given; they see [0, 1] windowed images, see
-    :func:`medtasks.transforms.augment.build_augmentation`) -> channel-wise
-    :class:`~medtasks.transforms.resize.NormalizeChannelsd` with ``mean``/``std`` -> ``EnsureTyped`` (plain
-    ``torch.Tensor``, no MetaTensor, so batches collate cheaply).
+    Steps (the values of :class:`LoadDicomHUd` -> :class:`~medtasks.transforms.resize.ResizeImaged`
+    -> :class:`CTWindowsd` -> normalisation, computed by one
+    :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`): read the slice, resample to
+    ``(size, size)`` with ``resize_mode`` (default ``"area"``: integer box reduction then bilinear,
+    anti-aliased when shrinking 512 -> 224; ``"bilinear"`` aliases when shrinking by 2x or more),
+    window -> ``augment`` (if given; they see [0, 1] windowed images, see
+    :func:`medtasks.transforms.augment.build_augmentation`) -> channel-wise normalisation with
+    ``mean``/``std`` -> plain ``torch.Tensor`` (no MetaTensor, so batches collate cheaply).
 
     Args:
         keys: Keys holding DICOM paths.
@@ -263,17 +265,12 @@ def ct_window_pipeline(
             raise ValueError(f"mean has {len(mean)} values but std has {len(std)}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std values must be > 0, got {list(std)}")
-    # Resample in HU (one channel, physical units) and window afterwards: k windows then cost
-    # one resize instead of k, which is most of this pipeline's time at 512 -> 224.
-    steps: list[Transform] = [LoadDicomHUd(keys, modality=modality)]
-    if size is not None:
-        steps.append(ResizeImaged(keys, size, mode=resize_mode))
+    # One transform reads, resamples (one channel per slice, not one per window) and windows;
+    # with nothing in between it normalises too and ends as a plain tensor (LoadCTWindowsd).
     if mean is not None and std is not None and not augment:
-        # Nothing in between: window and normalise in one pass.
-        steps.append(CTWindowsd(keys, windows, mean=mean, std=std))
-        steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
-        return Compose(steps)
-    steps.append(CTWindowsd(keys, windows))
+        return Compose([LoadCTWindowsd(keys, windows, size, mean, std, modality=modality, resize_mode=resize_mode)])
+    steps: list[Transform] = [LoadCTWindowsd(keys, windows, size, modality=modality, resize_mode=resize_mode,
+                                             as_tensor=False)]
     steps.extend(augment or [])
     if mean is not None and std is not None:
         steps.append(NormalizeChannelsd(keys, mean, std, as_tensor=True))  # ends as a plain tensor

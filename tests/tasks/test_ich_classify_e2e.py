@@ -86,7 +86,7 @@ def test_run_directory_and_metrics(trained):
     env = json.loads((p / "env.json").read_text())
     assert env["packages"]["monai"] and env["seed"] == 42
     state = json.loads((p / "checkpoints" / "task_state.json").read_text())
-    assert len(state["norm_mean"]) == 3
+    assert len(state["norm_mean"]) == 9   # 3 windows x 3 slices: the demo profile is 2.5-D (input.context=1)
     html = (p / "report.html").read_text()
     assert "ich_classify" in html
 

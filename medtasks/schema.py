@@ -1,8 +1,8 @@
 """Config sections shared by every task (each task's schema extends :class:`RunConfig`).
 
 Field defaults here are neutral engineering defaults; the source reports' numbers live in
-``configs/<task>.yaml``. Every field is documented by its comment; ``medtasks run --help-config``
-prints the resolved tree.
+``configs/<task>.yaml``. Every field is documented by its comment; each run writes the resolved tree to
+``config.resolved.yaml`` in its run directory.
 """
 
 from __future__ import annotations

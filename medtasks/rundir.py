@@ -51,6 +51,10 @@ def git_sha() -> str | None:
 
 
 def environment(seed: int, device: str) -> dict[str, Any]:
+    import torch
+
+    from medtasks.engine.runtime import cpu_has_bf16
+
     versions = {}
     for name in PACKAGES:
         try:
@@ -59,6 +63,7 @@ def environment(seed: int, device: str) -> dict[str, Any]:
             versions[name] = None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "git_sha": git_sha(), "seed": seed, "device": device, "command": " ".join(sys.argv),
+            "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_bf16(),  # what timings depend on
             "started": _dt.datetime.now().isoformat(timespec="seconds")}
 
 

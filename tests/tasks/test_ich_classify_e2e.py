@@ -85,6 +85,7 @@ def test_run_directory_and_metrics(trained):
         assert k in m["headline"]
     env = json.loads((p / "env.json").read_text())
     assert env["packages"]["monai"] and env["seed"] == 42
+    assert env["torch_threads"] >= 1 and isinstance(env["cpu_native_bf16"], bool)
     state = json.loads((p / "checkpoints" / "task_state.json").read_text())
     assert len(state["norm_mean"]) == 9   # 3 windows x 3 slices: the demo profile is 2.5-D (input.context=1)
     html = (p / "report.html").read_text()

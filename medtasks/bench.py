@@ -8,7 +8,8 @@ after a warm-up, and the ratios to the report's network (the report: 13.79 vs 3.
 
 For ``ich_classify`` the pipeline is the task's own deterministic transform chain (DICOM -> stored
 pixels with the wrapped-pixel fix -> resize -> HU map, 3 windows and channel normalisation in one
-pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`) and the baseline is ``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
+pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`) and the baseline is
+``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
 ``repeats`` times, after one warm-up pass (page cache), and the best time of each is kept.
 """
 

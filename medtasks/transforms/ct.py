@@ -23,8 +23,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped, MapTransform, Transform
 
-from medtasks.io.dicom import DicomReadError, read_hu
-from medtasks.transforms.ct_load import LoadCTWindowsd
+from medtasks.io.dicom import read_hu
+from medtasks.transforms.ct_load import DEFAULT_WINDOWS, LoadCTWindowsd, check_same_size
 from medtasks.transforms.resize import NormalizeChannelsd
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,6 @@ __all__ = ["DEFAULT_WINDOWS", "apply_window", "LoadDicomHUd", "CTWindowsd", "ct_
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
-# (level, width): brain, subdural, bone, the usual RSNA ICH trio.
-DEFAULT_WINDOWS: tuple[tuple[float, float], ...] = ((40, 80), (50, 130), (600, 2800))
 
 
 def _window_bounds(level: float, width: float) -> tuple[float, float]:
@@ -106,11 +104,7 @@ class LoadDicomHUd(MapTransform):
             value = d[key]
             if isinstance(value, (list, tuple)):  # 2.5-D: neighbouring slices as channels, in the given order
                 slices = [read_hu(v, modality=self.modality) for v in value]
-                shapes = {s.shape for s in slices}
-                if len(shapes) != 1:
-                    raise DicomReadError(str(value[len(value) // 2]), "bad_shape",
-                                         f"neighbouring slices differ in size {sorted(shapes)}; "
-                                         "use input.context=0 for this series")
+                check_same_size(slices, value)
                 d[key] = np.stack(slices)
             else:
                 d[key] = read_hu(value, modality=self.modality)[None]

@@ -31,7 +31,18 @@ from monai.transforms import MapTransform
 from medtasks.io.dicom import DicomReadError, read_stored
 from medtasks.transforms.resize import RESIZE_MODES, resize_2d
 
-__all__ = ["LoadCTWindowsd"]
+__all__ = ["DEFAULT_WINDOWS", "LoadCTWindowsd"]
+
+# (level, width): brain, subdural, bone, the usual RSNA ICH trio.
+DEFAULT_WINDOWS: tuple[tuple[float, float], ...] = ((40, 80), (50, 130), (600, 2800))
+
+
+def check_same_size(planes: Sequence[np.ndarray], paths: Sequence[Any]) -> None:
+    """Neighbouring slices (2.5-D input) must share one matrix; DicomReadError ``bad_shape`` otherwise."""
+    shapes = {pl.shape for pl in planes}
+    if len(shapes) != 1:
+        raise DicomReadError(str(paths[len(paths) // 2]), "bad_shape",
+                             f"neighbouring slices differ in size {sorted(shapes)}; use input.context=0 for this series")
 
 
 class LoadCTWindowsd(MapTransform):
@@ -54,7 +65,7 @@ class LoadCTWindowsd(MapTransform):
         DicomReadError: a file cannot be read (reason code attached), or neighbouring slices differ in size.
     """
 
-    def __init__(self, keys: KeysCollection, windows: Sequence[tuple[float, float]] = ((40, 80), (50, 130), (600, 2800)),
+    def __init__(self, keys: KeysCollection, windows: Sequence[tuple[float, float]] = DEFAULT_WINDOWS,
                  size: int | Sequence[int] | None = None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, *, modality: str | None = "CT", resize_mode: str = "area",
                  as_tensor: bool = True, allow_missing_keys: bool = False) -> None:
@@ -118,10 +129,7 @@ class LoadCTWindowsd(MapTransform):
             pixels, slope, intercept = read_stored(p, modality=self.modality)
             planes.append(pixels)
             maps.append((slope, intercept))
-        if len({pl.shape for pl in planes}) != 1:
-            raise DicomReadError(str(paths[len(paths) // 2]), "bad_shape",
-                                 f"neighbouring slices differ in size {sorted({pl.shape for pl in planes})}; "
-                                 "use input.context=0 for this series")
+        check_same_size(planes, paths)
         src = planes[0][None].astype(np.float32) if len(planes) == 1 else np.stack(planes).astype(np.float32)
         if self.size is not None:
             src = resize_2d(src, self.size, self.resize_mode)

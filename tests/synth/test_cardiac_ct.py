@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,18 +11,11 @@ import pytest
 from scipy import ndimage as ndi
 
 from medtasks.synth.cardiac_ct import cardiac_files, generate_cardiac_ct, plan_cardiac_dataset, render_cardiac
+from tests.synth.digest import tree_digest
 
 SHAPE, SPACING = (48, 48, 32), (1.6, 1.6, 2.4)
 # Seed 3: patients 3 (one spot) and 5 (two spots) carry calcium.
 SMALL = {"n_patients": 5, "shape": SHAPE, "spacing": SPACING, "calcium_fraction": 0.4, "seed": 3, "progress": False}
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _load(root: Path, pid: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
@@ -113,7 +105,7 @@ def test_workers_seed_and_no_op(dataset: Path, tmp_path: Path) -> None:
     assert generate_cardiac_ct(dataset, workers=1, **SMALL) == dataset  # second call: nothing rewritten
     assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*") if p.is_file()} == stamps
     other = generate_cardiac_ct(tmp_path / "b", workers=2, **SMALL)
-    assert _digest(other) == _digest(dataset)
+    assert tree_digest(other) == tree_digest(dataset)
     smaller = generate_cardiac_ct(tmp_path / "b", workers=1, **{**SMALL, "n_patients": 2})  # stale files removed
     assert sorted(p.name for p in (smaller / "training_label").iterdir()) == ["patient0001_gt.nii.gz",
                                                                               "patient0002_gt.nii.gz"]

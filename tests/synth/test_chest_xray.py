@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -15,19 +14,12 @@ from PIL import Image
 import medtasks.synth.chest_xray as chest_xray
 from medtasks.io.radiograph import read_radiograph
 from medtasks.synth.chest_xray import generate_chest_xray, plan_chest_xray, render_chest
+from tests.synth.digest import tree_digest
 
 SMALL = {"n_children": 12, "images_per_child": (1, 3), "size": 64, "seed": 3, "val_per_class": 2, "dicom": 4,
          "progress": False}
 NAME = {"PNEUMONIA": re.compile(r"^person\d+_(bacteria|virus)_\d+\.jpeg$"),
         "NORMAL": re.compile(r"^(NORMAL2-)?IM-\d{4}-\d{4}\.jpeg$")}
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _files(root: Path) -> list[str]:
@@ -106,7 +98,7 @@ def test_pneumonia_adds_opacity_inside_the_body_only() -> None:
 def test_deterministic_for_any_worker_count_and_second_call_is_a_no_op(
         small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     two = generate_chest_xray(tmp_path / "two", workers=2, **SMALL)
-    assert _digest(two) == _digest(small)
+    assert tree_digest(two) == tree_digest(small)
 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete set must not be rewritten")

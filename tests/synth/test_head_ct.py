@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import re
 import time
 from collections import defaultdict
@@ -23,6 +22,7 @@ from medtasks.synth.head_ct import (
     render_series,
     slice_labels,
 )
+from tests.synth.digest import tree_digest
 
 try:
     from medtasks.io.dicom import read_hu
@@ -43,14 +43,6 @@ except ImportError:  # the reader is written in parallel; fall back to a minimal
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
 SMALL = {"n_patients": 3, "matrix": 128, "slices_per_series": (12, 16), "p_hemorrhage": 0.7, "progress": False}
-
-
-def _folder_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
@@ -78,7 +70,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_same_bytes_other_seed_differs(dataset: Path, tmp_path: Path) -> None:
     generate_head_ct(tmp_path / "b", seed=0, **SMALL)
     generate_head_ct(tmp_path / "c", seed=1, **SMALL)
-    assert _folder_digest(tmp_path / "b") == _folder_digest(dataset)
+    assert tree_digest(tmp_path / "b") == tree_digest(dataset)
     names_a = {p.name for p in (dataset / "stage_2_train").iterdir()}
     names_c = {p.name for p in (tmp_path / "c" / "stage_2_train").iterdir()}
     assert names_a.isdisjoint(names_c)

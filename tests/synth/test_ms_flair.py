@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -12,17 +11,10 @@ import pytest
 from scipy.ndimage import distance_transform_edt, label
 
 from medtasks.synth.ms_flair import TISSUES, generate_ms_flair, ms_affine, plan_ms_dataset, render_subject, scan_files
+from tests.synth.digest import tree_digest
 
 SHAPE, SPACING = (48, 56, 32), (3.0, 3.0, 4.5)
 SMALL = {"n_subjects": 3, "timepoints": 2, "shape": SHAPE, "spacing": SPACING, "seed": 4, "progress": False}
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +122,7 @@ def test_timepoints_share_anatomy(rendered: list) -> None:
 
 def test_same_bytes_for_any_worker_count_and_second_call_is_a_no_op(dataset: Path, tmp_path: Path) -> None:
     other = generate_ms_flair(tmp_path / "b", workers=2, **SMALL)
-    assert _digest(other) == _digest(dataset)
+    assert tree_digest(other) == tree_digest(dataset)
     stamp = (other / ".complete").stat().st_mtime_ns
     flair = other / scan_files(1, 1)["flair"]
     os.utime(flair, ns=(1, 1))
@@ -138,7 +130,7 @@ def test_same_bytes_for_any_worker_count_and_second_call_is_a_no_op(dataset: Pat
     assert (other / ".complete").stat().st_mtime_ns == stamp and flair.stat().st_mtime_ns == 1  # nothing rewritten
     generate_ms_flair(other, workers=1, **{**SMALL, "n_subjects": 2})  # new parameters: rewritten, stale removed
     assert not (other / "training" / "training03").exists()
-    assert _digest(other / "training" / "training01") == _digest(dataset / "training" / "training01")
+    assert tree_digest(other / "training" / "training01") == tree_digest(dataset / "training" / "training01")
 
 
 def test_timepoint_range_and_bad_arguments(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -22,18 +21,11 @@ from medtasks.synth.phe_sich import (
     plan_phe_dataset,
 )
 from medtasks.synth.phe_sich_render import PatientPlan, min_lesion_pixels, render_patient
+from tests.synth.digest import tree_digest
 
 M = 128
 # Seed 5: both sides, two patients with ventricular and two with subarachnoid extension.
 SMALL = {"n_patients": 4, "seed": 5, "matrix": M, "slices": (10, 12), "progress": False}
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _plans() -> list[PatientPlan]:
@@ -197,10 +189,10 @@ def test_hu_realism() -> None:
 def test_same_seed_same_bytes_any_worker_count(dataset: Path, tmp_path: Path) -> None:
     generate_phe_sich(tmp_path / "b", workers=1, **SMALL)
     generate_phe_sich(tmp_path / "c", workers=2, **SMALL)
-    assert _digest(tmp_path / "b") == _digest(dataset) == _digest(tmp_path / "c")
+    assert tree_digest(tmp_path / "b") == tree_digest(dataset) == tree_digest(tmp_path / "c")
     other = dict(SMALL, seed=6, n_patients=2, slices=(6, 6))
     generate_phe_sich(tmp_path / "d", **other)
-    assert _digest(tmp_path / "d") != _digest(dataset)
+    assert tree_digest(tmp_path / "d") != tree_digest(dataset)
 
 
 def test_idempotent_and_rewritten_when_changed(tmp_path: Path) -> None:

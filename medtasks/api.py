@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medtasks.config import from_dict, load_config, to_dict
-from medtasks.data.manifest import Rejected, write_csv_atomic
+from medtasks.data.manifest import Rejected
+from medtasks.io.atomic import write_csv_atomic
+from medtasks.paths import REPO_ROOT, cache_dir, config_dir  # noqa: F401  (public: api.cache_dir, api.config_dir)
 from medtasks.registry import TASKS
 from medtasks.rundir import RunDir
-from medtasks.tasks.base import Task, write_rejected
+from medtasks.tasks.contract import Task, write_rejected
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _load_tasks() -> None:
     importlib.import_module("medtasks.tasks")
@@ -42,21 +41,12 @@ def list_tasks() -> list[dict[str, str]]:
              "summary": TASKS.get(n).summary} for n in TASKS.names()]
 
 
-def config_dir() -> Path:
-    return Path(os.environ.get("MEDTASKS_CONFIG_DIR", REPO_ROOT / "configs"))
-
-
 def default_config(task: str, demo: bool) -> Path:
     """``configs/<task>.demo.yaml`` for the embedded default, ``configs/<task>.yaml`` for real data."""
     path = config_dir() / f"{task}{'.demo' if demo else ''}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; pass --config or set MEDTASKS_CONFIG_DIR")
     return path
-
-
-def cache_dir() -> Path:
-    """Where synthetic defaults are generated (``$MEDTASKS_CACHE``, default ``./.cache/medtasks``)."""
-    return Path(os.environ.get("MEDTASKS_CACHE", Path.cwd() / ".cache" / "medtasks"))
 
 
 def resolved_dict(task: Task) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medtasks.data.manifest import write_csv_atomic
+from medtasks.io.atomic import write_csv_atomic
 from medtasks.metrics.bootstrap import ResampledAUC, bootstrap_ci, paired_bootstrap_diff
 from medtasks.metrics.calibration import brier_score, expected_calibration_error
 from medtasks.metrics.classification import rsna_weighted_log_loss

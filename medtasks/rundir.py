@@ -22,22 +22,10 @@ from typing import Any, Mapping
 import yaml
 
 from medtasks.config import dump_yaml
-from medtasks.io.atomic import write_text_atomic
+from medtasks.io.atomic import write_json_atomic, write_text_atomic
 
 PACKAGES = ("medtasks", "torch", "torchvision", "monai", "pytorch-ignite", "pydicom", "pylibjpeg", "pylibjpeg-openjpeg",
             "numpy", "pandas", "scikit-learn", "iterative-stratification", "matplotlib")
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def git_sha() -> str | None:

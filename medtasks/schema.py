@@ -12,6 +12,22 @@ from typing import ClassVar, Literal, Optional
 
 from medtasks.config import ConfigError
 
+# The source report: horizontal flip, vertical flip, +-10 degree rotations, plus the original image.
+DEFAULT_TTA: tuple[str, ...] = ("hflip", "vflip", "rotate:10", "rotate:-10")
+
+
+def parse_view(name: str) -> tuple[str, float]:
+    """``"hflip"`` -> ("hflip", 0); ``"rotate:10"`` -> ("rotate", 10.0); ValueError otherwise."""
+    if name in ("identity", "hflip", "vflip"):
+        return name, 0.0
+    if name.startswith("rotate:"):
+        try:
+            return "rotate", float(name.split(":", 1)[1])
+        except ValueError:
+            pass
+    raise ValueError(f"unknown TTA view {name!r}: use identity, hflip, vflip or rotate:<degrees>")
+
+
 
 @dataclass
 class DataConfig:
@@ -76,8 +92,6 @@ class EvalConfig:
     tta_supported: ClassVar[bool] = True    # kinds whose outputs cannot be averaged over flipped views set False
 
     def validate(self) -> None:
-        from medtasks.engine.tta import parse_view
-
         if self.tta and not self.tta_supported:
             raise ConfigError("tta: not supported for this task (outputs of flipped views would need un-flipping); "
                               "set eval.tta=false")

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from medtasks.io.atomic import atomic_path
+from medtasks.io.atomic import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,6 @@ REJECTED_COLUMNS = ("path", "reason", "detail")
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and the fix."""
-
-
-def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to ``path`` via a temp file and rename, so readers never see half a file."""
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return Path(path)
 
 
 def data_root(manifest: str | Path, root: str | None = None) -> Path:

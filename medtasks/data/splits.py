@@ -7,7 +7,7 @@ A slice-level split exists only as an explicit option; the run records a warning
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,3 +71,19 @@ def patients_overlap(df: pd.DataFrame, group_col: str = "patient_id", split_col:
     """Patients found in more than one split (empty list = a clean grouped split)."""
     n = df.groupby(group_col)[split_col].nunique()
     return sorted(n[n > 1].index.astype(str))
+
+
+def assign_folds(df: pd.DataFrame, labels: Sequence[str], k: int, group_column: str = "patient_id",
+                 seed: int = 0) -> pd.Series:
+    """Fold id (0..k-1) of each row, by patient: MultilabelStratifiedKFold on patient label maxima."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    patients = df.groupby(group_column, sort=True)[list(labels)].max()
+    if len(patients) < k:
+        raise ValueError(f"cv.folds={k} needs at least {k} patients outside the test split; have {len(patients)}")
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of: dict[Any, int] = {}
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(patients)), patients.to_numpy())):
+        for pid in patients.index[held]:
+            fold_of[pid] = fold
+    return df[group_column].map(fold_of).astype(int)

@@ -21,7 +21,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 
-from medtasks.data.manifest import write_csv_atomic
+from medtasks.io.atomic import write_csv_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import csv
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -86,43 +86,102 @@ def load_checkpoint(path: str | Path, objects: Mapping[str, Any], device: torch.
     Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in state}, checkpoint=state)
 
 
-def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
-        train_loader: Any, val_loader: Any, score_fn: ScoreFn, run_dir: str | Path, device: torch.device,
-        epochs: int, monitor: str = "val_loss", mode: str = "min", patience: int = 10,
-        scheduler: str = "plateau", sched_factor: float = 0.5, sched_patience: int = 3, min_lr: float = 1e-7,
-        amp: bool = True, epoch_length: int | None = None, prepare_batch: Any = None,
-        train_prepare_batch: Any = None, iteration_update: Callable | None = None, resume: bool = False,
-        progress: bool = True, val_inferer: Any = None,
-        stream_score: tuple[Callable, Callable] | None = None, cpu_bf16: bool = False,
-        channels_last: bool = False) -> FitResult:
-    """Train ``network`` with validation every epoch; see the module docstring for the handlers.
+@dataclass
+class Schedule:
+    """How long and on what a network trains: epochs, the monitored metric, early stopping and the LR schedule.
 
-    Args:
+    Example:
+        >>> Schedule(epochs=3, monitor="val_dice", mode="max", scheduler="none").patience
+        10
+    """
+
+    epochs: int
+    monitor: str = "val_loss"               # picks best.pt, drives early stopping and ReduceLROnPlateau
+    mode: str = "min"
+    patience: int = 10                      # epochs without improvement before stopping; 0 disables
+    scheduler: str = "plateau"              # plateau | cosine | none
+    factor: float = 0.5                     # ReduceLROnPlateau factor
+    sched_patience: int = 3                 # ReduceLROnPlateau patience
+    min_lr: float = 1e-7
+    steps_per_epoch: int | None = None      # iterations per epoch (None = one pass over the training loader)
+
+    @classmethod
+    def from_config(cls, train: Any, scheduler: Any) -> Schedule:
+        """From a run config's ``train`` and ``scheduler`` sections."""
+        return cls(epochs=train.epochs, monitor=train.monitor, mode=train.monitor_mode,
+                   patience=train.early_stopping_patience, scheduler=scheduler.name, factor=scheduler.factor,
+                   sched_patience=scheduler.patience, min_lr=scheduler.min_lr, steps_per_epoch=train.steps_per_epoch)
+
+
+@dataclass
+class Precision:
+    """Numeric switches of the engine (see :func:`~medtasks.engine.runtime.engine_network`; ``amp`` is CUDA's)."""
+
+    amp: bool = True
+    cpu_bf16: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def from_config(cls, train: Any) -> Precision:
+        return cls(amp=train.amp, cpu_bf16=train.cpu_bf16, channels_last=train.channels_last)
+
+
+@dataclass
+class TrainingSpec:
+    """Everything :func:`fit` needs, as one typed object (the kind bases build it from the config).
+
+    Attributes:
         score_fn: epoch-level validation metrics from ``(logits, labels)`` (CPU tensors); their
             names get the ``val_`` prefix; ``val_loss`` is added from ``loss_fn``.
-        monitor / mode: the metric that picks ``best.pt``, drives early stopping (``patience``
-            epochs without improvement; 0 disables) and ReduceLROnPlateau.
-        epoch_length: iterations per epoch (``None`` = one pass over ``train_loader``).
         prepare_batch: batch -> model inputs for training and validation (MONAI's PrepareBatch).
         train_prepare_batch: a training-only replacement (e.g. :class:`~medtasks.engine.mixup.MixUpBatch`).
-        iteration_update: a replacement for MONAI's iteration (e.g. MixUp); default MONAI's.
+        iteration_update: a replacement for MONAI's iteration; default MONAI's.
         val_inferer: MONAI inferer of the validation pass (e.g. ``SlidingWindowInferer`` on whole volumes).
         stream_score: ``(batch_fn, reduce_fn)`` to score validation batch by batch instead of collecting every
             output (:class:`~medtasks.engine.handlers.StreamingCollector`; ``score_fn`` is then unused and
             ``val_loss`` is the mean of the per-batch losses).
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
-        cpu_bf16 / channels_last: see :func:`~medtasks.engine.runtime.engine_network` (``amp`` is CUDA's).
+    """
+
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: torch.nn.Module
+    train_loader: Any
+    val_loader: Any
+    run_dir: Path
+    device: torch.device
+    schedule: Schedule
+    precision: Precision = field(default_factory=Precision)
+    score_fn: ScoreFn | None = None
+    prepare_batch: Any = None
+    train_prepare_batch: Any = None
+    iteration_update: Callable | None = None
+    val_inferer: Any = None
+    stream_score: tuple[Callable, Callable] | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+def fit(spec: TrainingSpec) -> FitResult:
+    """Train ``spec.network`` with validation every epoch; see the module docstring for the handlers.
 
     Example:
-        >>> res = fit(network=net, optimizer=opt, loss_fn=loss, train_loader=tl, val_loader=vl,
-        ...           score_fn=lambda p, y: {}, run_dir="runs/x", device=torch.device("cpu"), epochs=2)
+        >>> spec = TrainingSpec(network=net, optimizer=opt, loss_fn=loss, train_loader=tl, val_loader=vl,
+        ...                     run_dir=Path("runs/x"), device=torch.device("cpu"), schedule=Schedule(epochs=2))
+        >>> res = fit(spec)  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    s, p = spec.schedule, spec.precision
+    network, optimizer, loss_fn, device = spec.network, spec.optimizer, spec.loss_fn, spec.device
+    train_loader, val_loader, prepare_batch = spec.train_loader, spec.val_loader, spec.prepare_batch
+    train_prepare_batch, resume, progress = spec.train_prepare_batch, spec.resume, spec.progress
+    score_fn = spec.score_fn or (lambda logits, labels: {})
+    epochs, monitor, mode, patience = s.epochs, s.monitor, s.mode, s.patience
+    run_dir = Path(spec.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    use_amp = amp_enabled(amp, device)
+    use_amp = amp_enabled(p.amp, device)
     network.to(device)
-    engine_net = engine_network(network, device, cpu_bf16, channels_last)  # checkpoints keep `network`
+    engine_net = engine_network(network, device, p.cpu_bf16, p.channels_last)  # checkpoints keep `network`
     kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
 
     cpu_loss = copy.deepcopy(loss_fn).cpu().eval()  # eval mode: validation scores the plain targets
@@ -134,13 +193,13 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         out.update(score_fn(logits, labels))
         return out
 
-    ev_kwargs = dict(kwargs, **({"inferer": val_inferer} if val_inferer is not None else {}))
+    ev_kwargs = dict(kwargs, **({"inferer": spec.val_inferer} if spec.val_inferer is not None else {}))
     evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=engine_net, amp=use_amp,
                                     decollate=False, **ev_kwargs)
-    if stream_score is None:
+    if spec.stream_score is None:
         EpochCollector(epoch_score).attach(evaluator)
     else:
-        batch_fn, reduce_fn = stream_score
+        batch_fn, reduce_fn = spec.stream_score
 
         def with_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             with torch.no_grad():
@@ -153,7 +212,7 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
         StreamingCollector(with_loss, reduce_with_loss).attach(evaluator)
     trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=engine_net,
                                 optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
-                                epoch_length=epoch_length, iteration_update=iteration_update, **train_kwargs)
+                                epoch_length=s.steps_per_epoch, iteration_update=spec.iteration_update, **train_kwargs)
     if monitor != "val_loss" and not monitor.startswith("val_"):
         raise ValueError(f"train.monitor={monitor!r}: name a validation metric such as val_loss")
     sign = 1.0 if mode == "max" else -1.0
@@ -170,16 +229,16 @@ def fit(*, network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
                            global_step_transform=global_step_from_engine(trainer))
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, best_ckpt)
     sched = None
-    if scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=sched_factor,
-                                                           patience=sched_patience, min_lr=min_lr)
+    if s.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=s.factor,
+                                                           patience=s.sched_patience, min_lr=s.min_lr)
         LrScheduleHandler(sched, print_lr=False, epoch_level=True,
                           step_transform=lambda e: e.state.metrics[monitor]).attach(evaluator)
-    elif scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=min_lr)
+    elif s.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=s.min_lr)
         LrScheduleHandler(sched, print_lr=False, epoch_level=True).attach(trainer)
-    elif scheduler != "none":
-        raise ValueError(f"scheduler.name={scheduler!r}: use plateau, cosine or none")
+    elif s.scheduler != "none":
+        raise ValueError(f"scheduler.name={s.scheduler!r}: use plateau, cosine or none")
     stopper = None
     if patience > 0:
         stopper = EarlyStopping(patience=patience, score_function=priority, trainer=trainer)

@@ -23,22 +23,10 @@ from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from medtasks.schema import DEFAULT_TTA, parse_view
+
 __all__ = ["TTAWrapper", "parse_view", "DEFAULT_TTA"]
 
-# The source report: horizontal flip, vertical flip, +-10 degree rotations, plus the original image.
-DEFAULT_TTA: tuple[str, ...] = ("hflip", "vflip", "rotate:10", "rotate:-10")
-
-
-def parse_view(name: str) -> tuple[str, float]:
-    """``"hflip"`` -> ("hflip", 0); ``"rotate:10"`` -> ("rotate", 10.0); ValueError otherwise."""
-    if name in ("identity", "hflip", "vflip"):
-        return name, 0.0
-    if name.startswith("rotate:"):
-        try:
-            return "rotate", float(name.split(":", 1)[1])
-        except ValueError:
-            pass
-    raise ValueError(f"unknown TTA view {name!r}: use identity, hflip, vflip or rotate:<degrees>")
 
 
 def apply_view(x: torch.Tensor, view: tuple[str, float]) -> torch.Tensor:

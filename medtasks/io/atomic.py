@@ -9,10 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -34,3 +35,32 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
     return Path(path)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON (numpy scalars and paths converted) to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def write_csv_atomic(df: Any, path: str | Path) -> Path:
+    """Write the pandas frame ``df`` (no index) to ``path`` atomically, so readers never see half a file."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def copy_file_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` over ``dst`` atomically (a checkpoint copied into the run directory)."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)

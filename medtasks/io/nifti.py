@@ -42,3 +42,13 @@ def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+
+
+def check_axial(path: str | Path) -> None:
+    """Raise ``ValueError`` unless the volume's third voxel axis runs head-foot (an axial stack), so that
+    cutting along it gives axial slices."""
+    codes = nib.aff2axcodes(nib.load(str(path)).affine)
+    if codes[2] not in ("S", "I"):
+        raise ValueError(f"{path}: its third voxel axis runs {codes[2]!r} ({''.join(codes)}), not head-foot, so its "
+                         f"slices would not be axial; reorient it first (e.g. fslreorient2std, or nibabel "
+                         f"as_closest_canonical)")

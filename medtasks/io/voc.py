@@ -26,11 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from medtasks.io.atomic import write_text_atomic
 
@@ -216,3 +217,10 @@ def yolo_label_text(lines: Sequence[str]) -> str:
 def write_yolo_labels(path: str | Path, lines: Sequence[str]) -> Path:
     """Write one YOLO label file atomically (zero bytes when ``lines`` is empty)."""
     return write_text_atomic(path, yolo_label_text(lines))
+
+def parse_boxes(value: Any) -> list[list[float]]:
+    """A manifest's ``boxes`` cell (JSON ``[[xmin, ymin, xmax, ymax], ...]``, written by ``prepare`` from the VOC
+    XML) as lists of floats; empty for none."""
+    if isinstance(value, str) and value.strip():
+        return [list(map(float, b)) for b in json.loads(value)]
+    return []

@@ -11,6 +11,24 @@ from torch import nn
 from medtasks.registry import LOSSES
 
 
+def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None,
+                             pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over samples of ``sum_c w_c * BCE_c / sum_c w_c`` on ``(N, C)`` logits: the one weighted BCE of
+    medtasks (the training loss below, and the temperature fit of :mod:`medtasks.metrics.tuning`).
+
+    With ``class_weights = [1, 1, 1, 1, 1, 2]`` it is the RSNA competition's weighted log loss computed from
+    logits, so it stays finite for confident outputs; ``None`` weighs every label 1.
+
+    Example:
+        >>> float(weighted_bce_with_logits(torch.zeros(2, 3), torch.ones(2, 3)))  # log(2)
+        0.6931...
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+    w = (torch.ones(logits.shape[-1], dtype=logits.dtype, device=logits.device) if class_weights is None
+         else class_weights.to(device=logits.device, dtype=logits.dtype))
+    return ((bce * w).sum(dim=1) / w.sum()).mean()
+
+
 @LOSSES.register("weighted_bce")
 class WeightedBCEWithLogits(nn.Module):
     """Multi-label BCE on logits with per-class weights, normalised by their sum.
@@ -46,9 +64,7 @@ class WeightedBCEWithLogits(nn.Module):
         target = target.to(logits.dtype)
         if self.training and self.label_smoothing > 0:
             target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight, reduction="none")
-        w = self.class_weights.to(logits.dtype)
-        return ((bce * w).sum(dim=1) / w.sum()).mean()
+        return weighted_bce_with_logits(logits, target, self.class_weights, self.pos_weight)
 
 
 @LOSSES.register("binary_ce")
@@ -101,3 +117,12 @@ class BinaryFocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss(logits, target.to(logits.dtype))
+
+
+@LOSSES.register("cross_entropy")
+class IntegerCrossEntropy(nn.Module):
+    """Cross-entropy of ``(B, K)`` logits on integer class labels of any shape (``(B,)`` or ``(B, 1)``),
+    e.g. the cardiac patient-level calcium gate."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target.reshape(-1).long())

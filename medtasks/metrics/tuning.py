@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["apply_temperature", "fit_temperature", "search_thresholds", "weighted_bce_nll"]
+__all__ = ["apply_temperature", "fit_temperature", "search_thresholds", "sigmoid", "weighted_bce_nll"]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, clipped at |x| = 60 so float64 never overflows."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
@@ -32,14 +33,18 @@ def weighted_bce_nll(logits: np.ndarray, y: np.ndarray, weights: Sequence[float]
     With the RSNA weights (any = 2) this is the competition's weighted log loss, computed from
     logits so that it stays finite for confident predictions.
     """
+    import torch
+
+    from medtasks.losses.classification import weighted_bce_with_logits
+
     z, t = np.asarray(logits, np.float64), np.asarray(y, np.float64)
     if z.shape != t.shape or z.ndim != 2:
         raise ValueError(f"logits and y must both be (N, L); got {z.shape} and {t.shape}")
     w = np.ones(z.shape[1]) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (z.shape[1],):
         raise ValueError(f"{len(w)} weights for {z.shape[1]} labels")
-    per = np.logaddexp(0.0, z) - t * z  # softplus(z) - y z == -[y log s + (1-y) log(1-s)]
-    return float((per.mean(axis=0) * w).sum() / w.sum())
+    with torch.no_grad():
+        return float(weighted_bce_with_logits(torch.as_tensor(z), torch.as_tensor(t), torch.as_tensor(w)))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: Sequence[float] | None = None,
@@ -68,6 +73,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: Sequence[float] 
     if method == "lbfgs":
         import torch
 
+        from medtasks.losses.classification import weighted_bce_with_logits
+
         zt, yt = torch.as_tensor(z), torch.as_tensor(np.asarray(y, np.float64))
         w = torch.ones(z.shape[1], dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
@@ -75,8 +82,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: Sequence[float] 
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            s = zt / log_t.exp()
-            loss = ((torch.nn.functional.softplus(s) - yt * s).mean(0) * w).sum() / w.sum()
+            loss = weighted_bce_with_logits(zt / log_t.exp(), yt, w)
             loss.backward()
             return loss
 
@@ -89,7 +95,7 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities ``sigmoid(logits / T)``."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    return _sigmoid(np.asarray(logits, np.float64) / temperature)
+    return sigmoid(np.asarray(logits, np.float64) / temperature)
 
 
 def search_thresholds(y: np.ndarray, prob: np.ndarray, grid: Sequence[float] | None = None,

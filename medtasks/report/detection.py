@@ -1,4 +1,4 @@
-"""Report sections for detection runs (metrics.json from :mod:`medtasks.tasks.detect_eval`).
+"""Report sections for detection runs (metrics.json from :mod:`medtasks.tasks.kinds.detection`).
 
 The box metrics side by side: ours (AP50, mAP50-95 from per-image matches, with patient-bootstrap
 CIs) and ultralytics' validator (mAP50, mAP50-95, precision, recall); ultralytics' PR curve; the

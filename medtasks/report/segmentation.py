@@ -1,4 +1,4 @@
-"""Report sections for binary segmentation runs (metrics.json from :mod:`medtasks.tasks.segmentation`).
+"""Report sections for binary segmentation runs (metrics.json from :mod:`medtasks.tasks.kinds.segmentation`).
 
 Overlap metrics in their three aggregates side by side (pooled over pixels as the PHE notes
 report, per image over slices with a lesion, per patient), each with its patient-bootstrap CI;

@@ -1,0 +1,115 @@
+"""Config schema of ``cardiac_seg`` (values: ``configs/cardiac_seg.yaml`` and ``.demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.schema import EvalConfig, RunConfig
+
+CLASSES = {1: "myocardium", 2: "aortic_valve", 3: "calcification"}   # label values of the AI CUP masks
+STAGES = ("class12", "class3", "gate")
+
+
+@dataclass
+class SegStageConfig:
+    """One SwinUNETR branch: its network, patches, loss, optimiser and stopping rule."""
+
+    model: str = "swinunetr"                 # registered 3-D segmentation network (the report's SwinUNETR)
+    feature_size: int = 48
+    patch: int = 96                          # cubic patch side (multiple of 32)
+    num_samples: int = 2                     # patches drawn per volume per step (RandCropByLabelClassesd)
+    ratios: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # patch centre odds per class
+    loss: Literal["dice_ce", "tversky", "dice_focal"] = "dice_ce"
+    tversky_alpha: float = 0.3               # tversky: weight of false positives
+    tversky_beta: float = 0.7                # tversky: weight of false negatives (> alpha leans to recall)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"   # the report: AdamW
+    lr: float = 1.0e-4
+    weight_decay: float = 1.0e-5
+    momentum: float = 0.9                    # sgd only
+    scheduler: Literal["plateau", "cosine", "none"] = "none"   # the report: a constant learning rate
+    epochs: int = 300
+    patience: int = 20                       # epochs without a better validation score
+    steps_per_epoch: Optional[int] = None
+    batch_size: int = 1
+    use_checkpoint: bool = False             # gradient checkpointing (GPU memory)
+    negatives_per_positive: Optional[float] = None   # training volumes without the target class per one with it
+                                                     # (null = all; class3: the report trained "mostly on positives")
+
+    def validate(self) -> None:
+        if self.patch < 64 or self.patch % 32:
+            raise ConfigError(f"patch: SwinUNETR needs a multiple of 32 of at least 64 (it downsamples 5 times), "
+                              f"got {self.patch}")
+        if self.feature_size % 12:
+            raise ConfigError(f"feature_size: a multiple of 12, got {self.feature_size}")
+
+
+@dataclass
+class GateModelConfig:
+    model: str = "resnet10_3d"               # registered 3-D classifier (the report's ResNet-10), 2 logits
+    size: int = 128                          # the volume is resized to size^3 (the report: 128^3)
+    negatives_per_positive: float = 2.0      # report: all 10 positives + 20 sampled negatives
+    loss: str = "cross_entropy"              # registered loss on the 2 logits (the report: CE)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1.0e-4
+    weight_decay: float = 1.0e-5
+    momentum: float = 0.9                    # sgd only
+    scheduler: Literal["plateau", "cosine", "none"] = "none"
+    epochs: int = 50
+    patience: int = 10
+    steps_per_epoch: Optional[int] = None
+    batch_size: int = 1
+    enabled: bool = True                     # false: no classifier (gate modes always / seg_presence only)
+
+
+@dataclass
+class CardiacInputConfig:
+    hu_min: float = -1000.0                  # ScaleIntensityRanged a_min .. a_max -> 0 .. 1, clipped
+    hu_max: float = 2000.0
+    spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # class-1/2 branch (class 3: native)
+
+
+@dataclass
+class CardiacInferConfig:
+    overlap: float = 0.25                    # sliding-window overlap
+    sw_batch_size: int = 1                   # windows per forward pass (memory)
+    mode: Literal["constant", "gaussian"] = "gaussian"
+    gate: Literal["always", "classifier", "seg_presence"] = "seg_presence"   # the report's final choice
+    min_calcium_voxels: int = 3              # seg_presence: k
+    classifier_threshold: float = 0.5
+
+
+@dataclass
+class CardiacEvalConfig(EvalConfig):
+    tta_supported = False
+    connectivity: int = 3                    # calcium lesions: 26-connected components in 3-D
+    save_masks: bool = True                  # masks/<patient>_pred.nii.gz (the input's space)
+
+
+@dataclass
+class CardiacSynthConfig:
+    n_patients: int = 20
+    calcium_fraction: float = 0.2
+    shape: list[int] = field(default_factory=lambda: [96, 96, 64])          # voxels (x, y, z)
+    spacing: list[float] = field(default_factory=lambda: [0.8, 0.8, 1.5])   # mm
+    seed: int = 0
+
+
+@dataclass
+class CardiacSegConfig(RunConfig):
+    task: str = "cardiac_seg"
+    input: CardiacInputConfig = field(default_factory=CardiacInputConfig)
+    class12: SegStageConfig = field(default_factory=SegStageConfig)
+    class3: SegStageConfig = field(default_factory=lambda: SegStageConfig(patch=64, ratios=[1.0, 8.0],
+                                                                          loss="tversky"))
+    gate_model: GateModelConfig = field(default_factory=GateModelConfig)
+    infer: CardiacInferConfig = field(default_factory=CardiacInferConfig)
+    eval: CardiacEvalConfig = field(default_factory=CardiacEvalConfig)
+    synth: CardiacSynthConfig = field(default_factory=CardiacSynthConfig)
+    stages: list[str] = field(default_factory=lambda: ["class12", "class3", "gate"])   # what `run` trains
+
+    def validate(self) -> None:
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise ConfigError(f"stages: choose from class12, class3, gate (got {self.stages})")

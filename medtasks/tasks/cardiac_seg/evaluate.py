@@ -1,0 +1,167 @@
+"""cardiac_seg evaluation: every held-out patient predicted by each trained branch (in the input's
+space), fused under each gate mode, scored per patient and overall, the gate modes compared.
+
+Per patient and class: Dice (rule for a class absent from both truth and prediction: undefined,
+left out of that class's mean; ``n_<class>_scored`` counts the patients that do score — a patient
+without calcium predicted without calcium is a true negative, not a Dice of 1 or 0), HD95 in mm; calcium lesions as 3-D
+connected components (``eval.connectivity``), recall / precision / F1 pooled over patients; the
+gate's patient-level accuracy against "has calcium". The configured gate (``infer.gate``) gives
+``predictions.csv`` and the masks; ``gate_comparison`` holds the three modes side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from medtasks.io.atomic import write_csv_atomic
+from medtasks.io.nifti import save_nifti_atomic
+from medtasks.metrics.bootstrap import bootstrap_ci
+from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
+from medtasks.metrics.segmentation import NAN, case_metric_fn, hd95, overlap_metrics
+from medtasks.io.atomic import write_json_atomic
+from medtasks.tasks.cardiac_seg.config import CLASSES, STAGES
+from medtasks.tasks.cardiac_seg.infer import GATES, calcium_probability, fuse, predict_stage
+
+if TYPE_CHECKING:
+    from medtasks.tasks.cardiac_seg.task import CardiacSeg
+
+log = logging.getLogger(__name__)
+
+
+def _branches(task: CardiacSeg, run: Any) -> dict[str, Any]:
+    """The trained branches of the run (``None`` for a stage it did not train, e.g. ``stages=[class3]``)."""
+    models = {s: task.load_stage_model(run, s) if (run / s / "checkpoints" / "best.pt").is_file() else None
+              for s in STAGES}
+    if models["class12"] is None and models["class3"] is None:
+        raise FileNotFoundError(f"{run}: neither class12 nor class3 was trained; nothing to evaluate")
+    return models
+
+
+def missing_note(models: dict[str, Any]) -> list[str]:
+    return [f"stage {s} was not trained in this run: " + ("myocardium and valve are empty in the fused maps"
+            if s == "class12" else "no calcium is fused") for s in ("class12", "class3") if models[s] is None]
+
+
+def _predict(task: CardiacSeg, models: dict[str, Any], image: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    shape = nib.load(image).shape[:3]
+    base = (predict_stage(task, models["class12"], image, "class12") if models["class12"] is not None
+            else np.zeros(shape, np.uint8))
+    calcium = (predict_stage(task, models["class3"], image, "class3") == 1 if models["class3"] is not None
+               else np.zeros(shape, bool))
+    p = calcium_probability(task, models["gate"], image) if models["gate"] is not None else None
+    return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
+
+
+def patient_row(pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...], connectivity: int) -> dict[str, Any]:
+    """Per-class Dice / HD95 (NaN when the class is in neither map), calcium lesion counts."""
+    row: dict[str, Any] = {}
+    for c, name in CLASSES.items():
+        p, t = pred == c, true == c
+        row[f"dice_{name}"] = overlap_metrics(p, t, empty_value=None)["dice"]
+        row[f"hd95_{name}"] = hd95(p, t, spacing) if p.any() and t.any() else NAN
+    det = lesion_detection(pred == 3, true == 3, connectivity=connectivity)
+    row.update(calc_true_lesions=det["n_true_lesions"], calc_pred_lesions=det["n_pred_lesions"],
+               calc_detected=det["n_detected"], calc_false_pos=det["n_false_pos"],
+               has_calcium=int((true == 3).any()), calcium_voxels_pred=int((pred == 3).sum()))
+    return row
+
+
+def _mode_summary(rows: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in CLASSES.values():
+        v = rows[f"dice_{name}"].astype(float)
+        out[f"dice_{name}"] = float(v.mean()) if v.notna().any() else NAN
+        out[f"n_{name}_scored"] = int(v.notna().sum())
+    les = pooled_lesion_scores(int(rows.calc_true_lesions.sum()), int(rows.calc_pred_lesions.sum()),
+                               int(rows.calc_detected.sum()), int(rows.calc_false_pos.sum()))
+    out.update(calcium_lesion_recall=les["ltpr"], calcium_lesion_precision=les["precision"],
+               calcium_lesion_f1=les["f1"],
+               gate_accuracy=float((rows.gate_open.astype(int) == rows.has_calcium).mean()),
+               false_positive_patients=int(((rows.has_calcium == 0) & (rows.calcium_voxels_pred > 0)).sum()))
+    return out
+
+
+def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: Any = None,
+                     warnings: list[str] | None = None) -> dict[str, Any]:
+    e, inf = task.cfg.eval, task.cfg.infer
+    test = task.eval_rows(df)
+    models = _branches(task, run)
+    modes = [g for g in GATES if g != "classifier" or models["gate"] is not None]
+    rows: dict[str, list] = {g: [] for g in modes}
+    for r in test.itertuples():
+        out = _predict(task, models, r.image)
+        ref = nib.load(r.label)
+        true = np.asarray(ref.dataobj).astype(np.uint8)
+        spacing = tuple(float(z) for z in ref.header.get_zooms()[:3])
+        for g in modes:
+            fused, open_ = fuse(out["base"], out["calcium"], g, inf.min_calcium_voxels, out["p_calcium"],
+                                inf.classifier_threshold)
+            row = {"case_id": r.patient_id, "patient_id": r.patient_id, "split": e.split, "gate": g, "gate_open": open_,
+                   "p_calcium": out["p_calcium"], "seconds": round(out["seconds"], 2),
+                   **patient_row(fused, true, spacing, e.connectivity)}
+            if g == inf.gate and e.save_masks:
+                img = nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine)
+                save_nifti_atomic(img, run / "masks" / f"{r.patient_id}_pred.nii.gz")
+                row["mask"] = f"masks/{r.patient_id}_pred.nii.gz"
+            rows[g].append(row)
+    tables = {g: pd.DataFrame(v) for g, v in rows.items()}
+    chosen = inf.gate if inf.gate in tables else "seg_presence"
+    t = tables[chosen]
+    groups = t.patient_id.astype(str).to_numpy()
+    headline = {}
+    for name in CLASSES.values():
+        col = f"dice_{name}"
+        sub = t[t[col].notna()].reset_index(drop=True)
+        if len(sub):
+            headline[col] = bootstrap_ci(case_metric_fn(sub, col), sub.patient_id.astype(str).to_numpy(),
+                                         n_boot=e.n_boot, seed=task.cfg.seed)
+    headline["calcium_lesion_f1"] = bootstrap_ci(lambda idx: _mode_summary(t.iloc[idx])["calcium_lesion_f1"], groups,
+                                                 n_boot=e.n_boot, seed=task.cfg.seed)
+    headline["gate_accuracy"] = bootstrap_ci(lambda idx: float((t.gate_open.astype(int).to_numpy()[idx]
+                                                                == t.has_calcium.to_numpy()[idx]).mean()),
+                                             groups, n_boot=e.n_boot, seed=task.cfg.seed)
+    write_csv_atomic(t, run / "predictions.csv")
+    write_csv_atomic(pd.concat(tables.values(), ignore_index=True), run / "gate_predictions.csv")
+    metrics = {**task.metrics_header(), "layout": "cardiac", "gate": chosen, "n": int(len(t)), "n_patients": int(len(set(groups))), "n_with_calcium": int(t.has_calcium.sum()),
+               "headline": headline, "summary": _mode_summary(t),
+               "gate_comparison": {g: _mode_summary(tab) for g, tab in tables.items()},
+               "hd95_mm": {name: float(t[f"hd95_{name}"].mean()) if t[f"hd95_{name}"].notna().any() else NAN
+                           for name in CLASSES.values()},
+               "seconds_per_patient": float(t.seconds.mean()), "stages": task.state.get("stages", {}),
+               "empty_rule": "a class absent from truth and prediction is left out of its Dice mean",
+               "warnings": [*(warnings or []), *missing_note(models)]}
+    task.add_fit_result(metrics, fit_result)
+    write_json_atomic(run / "metrics.json", metrics)
+    log.info("cardiac_seg %s (%s gate): Dice myocardium %.4f valve %.4f calcium %s; gate accuracy %.3f", e.split,
+             chosen, metrics["summary"]["dice_myocardium"], metrics["summary"]["dice_aortic_valve"],
+             metrics["summary"]["dice_calcification"], metrics["summary"]["gate_accuracy"])
+    return metrics
+
+
+def predict_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, out_dir: Path | None, progress: bool = True
+                    ) -> pd.DataFrame:
+    """Fused label maps (``infer.gate``) as NIfTI in each input's space, one row per volume."""
+    models = _branches(task, run)
+    inf = task.cfg.infer
+    gate = inf.gate if inf.gate != "classifier" or models["gate"] is not None else "seg_presence"
+    rows = []
+    for r in df.itertuples():
+        out = _predict(task, models, r.image)
+        fused, open_ = fuse(out["base"], out["calcium"], gate, inf.min_calcium_voxels, out["p_calcium"],
+                            inf.classifier_threshold)
+        row = {"case_id": r.patient_id, "input": r.image, "gate": gate, "gate_open": open_, "p_calcium": out["p_calcium"],
+               **{f"voxels_{n}": int((fused == c).sum()) for c, n in CLASSES.items()}, "seconds": round(out["seconds"], 2)}
+        if out_dir is not None:
+            path = Path(out_dir) / "masks" / f"{r.patient_id}_pred.nii.gz"
+            save_nifti_atomic(nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine), path)
+            row["mask"] = str(path.relative_to(out_dir))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,247 @@
+"""Kind-level base for binary 2-D segmentation: train, evaluate and predict once for every such task.
+
+The concrete task supplies ``records`` (``image`` + ``label`` entries the transforms load),
+``build_transforms``, ``build_model`` (one logit map), ``build_loss`` and two data hooks:
+``truth_mask(row)`` (the case's mask at its native resolution) and ``display_image(row)`` (the
+grey picture overlays are drawn on). Training is :func:`medtasks.engine.trainer.fit` with the
+best checkpoint chosen by validation Dice; evaluation streams the held-out split batch by batch
+(memory stays bounded on thousands of 512x512 slices): each probability map is resized back to
+the case's native size, thresholded and compared there, so metrics are those of the original
+masks, never of resampled ones. Outputs: ``predictions.csv`` (one row per case),
+``masks/<case>.png`` (predicted masks, native size), ``metrics.json`` (pooled / per-image /
+per-patient Dice, IoU, sensitivity, specificity with patient-bootstrap CIs, HD95, the pixel
+confusion matrix, the seg -> classification check) and ``figures/extra_overlays_*.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from medtasks.engine.inference import run_inference
+from medtasks.engine.trainer import FitResult, fit
+from medtasks.io.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from medtasks.metrics.seg_summary import case_row, segmentation_summary
+from medtasks.rundir import RunDir
+from medtasks.tasks.kinds.network import NetworkTask
+
+log = logging.getLogger(__name__)
+
+
+def dice_scores(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """Validation Dice of a batch of logit maps: ``dice`` pooled over all pixels, ``dice_per_image``
+    the mean over images whose target has foreground (NaN when none has)."""
+    pred = torch.sigmoid(logits.float()) >= threshold
+    true = target >= 0.5
+    dims = tuple(range(1, pred.ndim))
+    inter = (pred & true).sum(dims).double()
+    sizes = pred.sum(dims).double() + true.sum(dims).double()
+    pooled = float(2 * inter.sum() / sizes.sum()) if sizes.sum() > 0 else 1.0
+    has = true.sum(dims) > 0
+    per = float((2 * inter[has] / sizes[has]).mean()) if has.any() else float("nan")
+    return {"dice": pooled, "dice_per_image": per}
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "case"
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with ``-2``, ``-3`` ... appended to repeats (two ``scan.png`` in different folders)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+class SegmentationTask(NetworkTask):
+    """Binary 2-D segmentation (one logit map, sigmoid); see the module docstring."""
+
+    kind = "segmentation"
+    labels = ("lesion",)
+    id_columns: tuple[str, ...] = ("patient_id",)
+    case_column: str = "image"
+    input_column = "image"
+
+    # ---- hooks --------------------------------------------------------------------------------
+    @abstractmethod
+    def truth_mask(self, row: pd.Series) -> np.ndarray:
+        """The case's truth mask, bool ``(H, W)`` at the native resolution."""
+
+    @abstractmethod
+    def display_image(self, row: pd.Series) -> np.ndarray:
+        """The case's grey image in [0, 1], ``(H, W)`` native resolution (overlays are drawn on it)."""
+
+    def native_shape(self, row: pd.Series) -> tuple[int, int]:
+        """``(H, W)`` the probability map is resized back to; default the display image's."""
+        return tuple(self.display_image(row).shape[-2:])  # type: ignore[return-value]
+
+    def case_name(self, row: pd.Series) -> str:
+        return _safe_name(Path(str(row[self.case_column])).stem)
+
+    def hd95_spacing(self) -> float | None:
+        """Pixel spacing (mm) of the HD95 in :meth:`evaluate`; None = pixels (default)."""
+        return None
+
+    # ---- training -----------------------------------------------------------------------------
+    def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True) -> FitResult:
+        train_df, val_df = self.split_train_val(df)
+        if not resume:
+            self.fit_state(self.records(train_df))
+        self.save_state(run)
+        model, loss = self.build_model(), self.build_loss()
+        log.info("training %s on %d slices (%d val), device %s", self.name, len(train_df), len(val_df), self.device())
+        t, thr = self.cfg.train, self.cfg.eval.threshold
+        return fit(self.training_spec(run.path, model, loss, self.loader(train_df, "train", True, t.batch_size),
+                                      self.loader(val_df, "val", False, self.cfg.eval.batch_size), resume, progress,
+                                      score_fn=lambda logits, y: dice_scores(logits, y, thr),
+                                      prepare_batch=self.prepare_batch()))
+
+    def load_model(self, run: RunDir, which: str = "best") -> torch.nn.Module:
+        return self.restore(self.build_model(), run / "checkpoints" / f"{which}.pt")
+
+    # ---- inference ----------------------------------------------------------------------------
+    def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume, progress: bool = False) -> None:
+        """Call ``consume(i, prob)`` for every row ``i`` of ``df`` with its probability map resized
+        back to :meth:`native_shape` (float32 ``(H, W)``), batch by batch."""
+        df = df.reset_index(drop=True)
+        loader = self.loader(df, split, False, self.cfg.eval.batch_size)
+
+        def on_batch(logits: np.ndarray, first: int) -> None:
+            probs = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0], -60, 60)))
+            for j, p in enumerate(probs):
+                h, w = self.native_shape(df.iloc[first + j])
+                if p.shape != (h, w):
+                    p = cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+                consume(first + j, p.astype(np.float32))
+
+        run_inference(model, loader, self.device(), self.prepare_batch(),
+                      amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
+                      channels_last=self.cfg.train.channels_last, progress=progress, on_batch=on_batch)
+
+    @staticmethod
+    def write_mask(mask: np.ndarray, path: Path) -> None:
+        from PIL import Image
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, run: RunDir, df: pd.DataFrame, fit_result: FitResult | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+        e = self.cfg.eval
+        split = e.split
+        test_df = self.eval_rows(df)
+        model = self.load_model(run, "best")
+        rows: list[dict[str, Any]] = [{}] * len(test_df)
+        names = unique_names([self.case_name(r) for _, r in test_df.iterrows()])
+        spacing = self.hd95_spacing()
+
+        def consume(i: int, prob: np.ndarray) -> None:
+            row = test_df.iloc[i]
+            pred, true = prob >= e.threshold, self.truth_mask(row)
+            if pred.shape != true.shape:
+                raise ValueError(f"{row[self.case_column]}: truth mask {true.shape} is not the image's {pred.shape}")
+            rows[i] = case_row(pred, true, str(row[self.group_column]), with_hd95=True, spacing=spacing)
+            if e.save_masks:
+                self.write_mask(pred, run / "masks" / f"{names[i]}.png")
+
+        self.stream_masks(model, test_df, split, consume, progress=True)
+        table = pd.DataFrame(rows)
+        summary = segmentation_summary(table, n_boot=e.n_boot, seed=self.cfg.seed, min_area=e.min_area)
+        preds = pd.DataFrame({"case_id": test_df[self.case_column].astype(str)})
+        for col in (*self.id_columns, "slice_index", "split"):
+            if col in test_df.columns:
+                preds[col] = test_df[col].values
+        cols = ["n_true", "n_pred", "dice", "iou", "sens", "spec", "ppv", "hd95", "tp", "fp", "fn", "tn"]
+        preds = pd.concat([preds, table[cols]], axis=1)
+        preds["true_lesion"] = (table["n_true"] > 0).astype(int)
+        preds["pred_lesion"] = (table["n_pred"] >= e.min_area).astype(int)
+        if e.save_masks:
+            preds["mask"] = [f"masks/{n}.png" for n in names]
+        write_csv_atomic(preds, run / "predictions.csv")
+        write_text_atomic(run / "classification_report.txt", summary["seg_to_classification"].pop("report_text"))
+        metrics = self.add_fit_result(self.metrics_header(warnings, threshold=e.threshold, pixel_spacing_mm=spacing,
+                                                          **summary), fit_result)
+        metrics["overlays"] = self.write_overlays(run, model, test_df, preds)
+        write_json_atomic(run / "metrics.json", metrics)
+        h = summary["headline"]
+        log.info("%s %s: pooled Dice %.4f, per-patient Dice %.4f, per-image Dice (lesion slices) %s", self.name, split,
+                 h["pooled_dice"]["value"], h["per_patient_dice"]["value"],
+                 f"{h['per_image_dice']['value']:.4f}" if "per_image_dice" in h else "n/a")
+        return metrics
+
+    def write_overlays(self, run: RunDir, model: torch.nn.Module, test_df: pd.DataFrame,
+                       preds: pd.DataFrame) -> dict[str, int]:
+        """``figures/extra_overlays_{best,worst,false_positive}.png``: lesion slices with the highest and
+        the lowest Dice, and lesion-free slices with the largest predicted area."""
+        from medtasks.viz.overlays import mask_overlay_grid
+
+        k = int(self.cfg.eval.overlays)
+        lesion = preds[preds.true_lesion == 1]
+        picks = {"best": lesion.sort_values(["dice", "case_id"], ascending=[False, True]).head(k // 2),
+                 "worst": lesion.sort_values(["dice", "case_id"], ascending=[True, True]).head(k // 2),
+                 "false_positive": preds[(preds.true_lesion == 0) & (preds.n_pred > 0)]
+                 .sort_values(["n_pred", "case_id"], ascending=[False, True]).head(k // 2)}
+        written: dict[str, int] = {}
+        for kind, rows in picks.items():
+            path = run / "figures" / f"extra_overlays_{kind}.png"
+            path.unlink(missing_ok=True)
+            if rows.empty or k < 2:
+                written[kind] = 0
+                continue
+            sub = test_df.loc[rows.index].reset_index(drop=True)
+            probs: dict[int, np.ndarray] = {}
+            self.stream_masks(model, sub, self.cfg.eval.split, lambda i, p: probs.__setitem__(i, p))
+            images = [self.display_image(r) for _, r in sub.iterrows()]
+            truths = [self.truth_mask(r) for _, r in sub.iterrows()]
+            masks = [probs[i] >= self.cfg.eval.threshold for i in range(len(sub))]
+            titles = [f"{Path(str(c)).stem}  Dice {d:.2f}" if t else f"{Path(str(c)).stem}  {int(n)} px predicted"
+                      for c, d, t, n in zip(rows.case_id, rows.dice, rows.true_lesion, rows.n_pred)]
+            mask_overlay_grid(images, truths, masks, titles, path,
+                              suptitle=f"{self.name}: {kind.replace('_', ' ')} ({self.cfg.eval.split} split)")
+            written[kind] = len(rows)
+        return written
+
+    # ---- predict ------------------------------------------------------------------------------
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True,
+                      out_dir: Path | None = None) -> pd.DataFrame:
+        """Per input: predicted lesion area and call; masks (and overlays) written under ``out_dir``."""
+        from medtasks.viz.overlays import mask_overlay_grid
+
+        e = self.cfg.eval
+        model = self.load_model(run, "best")
+        df = df.reset_index(drop=True).assign(split="predict")
+        names = unique_names([self.case_name(r) for _, r in df.iterrows()])
+        areas = [0] * len(df)
+
+        def consume(i: int, prob: np.ndarray) -> None:
+            mask = prob >= e.threshold
+            areas[i] = int(mask.sum())
+            if out_dir is not None:
+                self.write_mask(mask, Path(out_dir) / "masks" / f"{names[i]}.png")
+                if i < int(e.overlays):
+                    mask_overlay_grid([self.display_image(df.iloc[i])], [None], [mask], [names[i]],
+                                      Path(out_dir) / "overlays" / f"{names[i]}.png")
+
+        self.stream_masks(model, df, "predict", consume, progress=progress)
+        out = pd.DataFrame({"case_id": df[self.case_column].astype(str)})
+        for col in self.id_columns:
+            if col in df.columns:
+                out[col] = df[col].values
+        out["pred_area_px"] = areas
+        out["pred_lesion"] = (np.asarray(areas) >= e.min_area).astype(int)
+        if out_dir is not None:
+            out["mask"] = [f"masks/{n}.png" for n in names]
+        return out

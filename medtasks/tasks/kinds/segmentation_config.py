@@ -1,0 +1,39 @@
+"""Config sections of the segmentation kind (:mod:`medtasks.tasks.kinds.segmentation`), shared by its tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.schema import EvalConfig, TrainConfig
+
+
+@dataclass
+class SegLossConfig:
+    name: Literal["bce_dice"] = "bce_dice"
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    batch_dice: bool = True                  # one Dice over the batch (empty slices add no 0/0 noise)
+    pos_weight: Optional[float] = None       # up-weights lesion pixels in the BCE term
+
+
+@dataclass
+class SegEvalConfig(EvalConfig):
+    """What the 2-D segmentation kind evaluates with (tasks add their own fields)."""
+
+    tta_supported = False
+    min_area: int = 20                       # seg -> classification: a slice is positive with >= this many predicted px
+    save_masks: bool = True                  # masks/<case>.png of the evaluated split
+    overlays: int = 8                        # slices per overlay grid (best / worst Dice, false positives)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.min_area < 1:
+            raise ConfigError(f"min_area: expected >= 1 pixel, got {self.min_area}")
+
+
+@dataclass
+class SegTrainConfig(TrainConfig):
+    monitor: str = "val_dice"
+    monitor_mode: Literal["min", "max"] = "max"

@@ -1,0 +1,82 @@
+"""Config schema of ``ms_segment`` (values: ``configs/ms_segment.yaml`` and ``.demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medtasks.config import ConfigError
+from medtasks.schema import AugmentConfig, RunConfig
+from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
+
+
+@dataclass
+class MsModelConfig:
+    name: Literal["ms_unet", "smp_unet"] = "ms_unet"
+    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "leaky_relu"
+    order: Literal["bn_act", "act_bn"] = "bn_act"
+    convs_per_block: int = 2
+    max_channels: int = 1024
+    softmax_head: bool = False
+    base_channels: int = 64                 # first block's width (the report: 64); the CPU demo narrows it
+    encoder: str = "resnet34"               # smp_unet only (the comparison network)
+
+    def validate(self) -> None:
+        if self.convs_per_block not in (1, 2, 3, 4):
+            raise ConfigError(f"convs_per_block: expected 1-4 (the report tried 2, 3, 4), got {self.convs_per_block}")
+        if self.max_channels < self.base_channels:
+            raise ConfigError(f"max_channels: {self.max_channels} is below base_channels {self.base_channels}")
+
+
+@dataclass
+class MsInputConfig:
+    size: int = 256                         # square side the network sees; metrics at the volume's own grid
+    channels: Literal["replicate", "context"] = "replicate"   # grey x3 (the report) or 2.5-D neighbours
+    context: int = 1                        # neighbours per side when channels=context (3 channels for 1)
+    normalize: Literal["zscore", "percentile", "none"] = "zscore"   # per volume, over the non-zero (brain) voxels
+    empty_slice_fraction: float = 1.0       # share of lesion-free slices kept for training (1 = all)
+    min_brain_fraction: float = 0.02        # slices with less brain than this (of the slice) are skipped
+
+    def validate(self) -> None:
+        if self.size < 32 or self.size % 16:
+            raise ConfigError(f"size: expected a multiple of 16 (>= 32), got {self.size}")
+        if not 0.0 <= self.empty_slice_fraction <= 1.0:
+            raise ConfigError(f"empty_slice_fraction: expected [0, 1], got {self.empty_slice_fraction}")
+
+    @property
+    def n_channels(self) -> int:
+        return 3 if self.channels == "replicate" else 2 * self.context + 1
+
+
+@dataclass
+class MsEvalConfig(SegEvalConfig):
+    tta_supported = False
+    connectivity: int = 2                   # lesions: 3-D connected components, 2 = 18-connectivity (ISBI 2015)
+    min_area: int = 1                       # slice call for the per-slice classification check
+    save_masks: bool = True                 # masks/<subject>_<timepoint>.nii.gz of the evaluated volumes
+    overlays: int = 8
+    raters: bool = True                     # mask2 vs mask1 agreement when the manifest has mask2
+
+    def validate(self) -> None:
+        super().validate()
+        if self.connectivity not in (1, 2, 3):
+            raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
+
+
+@dataclass
+class MsSynthConfig:
+    n_subjects: int = 12
+    timepoints: int = 2
+    seed: int = 0
+
+
+@dataclass
+class MsSegmentConfig(RunConfig):
+    task: str = "ms_segment"
+    model: MsModelConfig = field(default_factory=MsModelConfig)
+    input: MsInputConfig = field(default_factory=MsInputConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    eval: MsEvalConfig = field(default_factory=MsEvalConfig)
+    synth: MsSynthConfig = field(default_factory=MsSynthConfig)

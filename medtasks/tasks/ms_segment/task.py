@@ -1,0 +1,176 @@
+"""ms_segment — multiple-sclerosis lesions on FLAIR MRI with the report's LeakyReLU U-Net.
+
+Source: ``seeds/ms_lesion_unet_report.txt``: a U-Net built from ``DoubleConv`` blocks
+(Conv3x3 -> BN -> LeakyReLU, x2), channels 64 -> 1024, one output channel, no softmax, trained on
+axial slices of the ISBI 2015 longitudinal FLAIR volumes (grey replicated to 3 channels) with
+BCE + Dice, SGD lr 1e-2 momentum 0.9, best model by validation Dice; each of its tables is one
+switch of :mod:`medtasks.models.ms_unet`. It reports Dice 0.9392 / IoU 0.8523 and 13.79 FPS.
+
+Volumes stay volumes: the manifest has one row per FLAIR (subject, timepoint); splits are by
+subject (8:1:1 as the report, never by slice); the axial slices are a transform step
+(:class:`~medtasks.transforms.slicing.LoadAxialSliced`: per-volume intensity normalisation,
+grey x3 or 2.5-D neighbours). Training and slice inference are the segmentation kind's; the
+evaluation (:mod:`medtasks.tasks.ms_eval`) puts the slices back into volumes and scores them per
+slice, per volume and voxel-pooled, lesion-wise in 3-D (18-connected), with the ISBI composite,
+HD95, and the second rater's agreement when ``mask2`` exists. ``predict`` takes a NIfTI file or a
+DICOM series folder and writes a mask NIfTI with the input's affine, plus overlay PNGs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.transforms import Compose, EnsureTyped, RepeatChanneld
+from torch import nn
+
+import medtasks.losses  # noqa: F401  (registers losses)
+import medtasks.models  # noqa: F401  (registers models)
+from medtasks.config import to_dict
+from medtasks.data.manifest import ManifestError, Rejected, read_manifest
+from medtasks.io.nifti import check_axial
+from medtasks.registry import LOSSES, MODELS
+from medtasks.tasks.contract import PrepareResult, register_task
+from medtasks.tasks.kinds.segmentation import SegmentationTask
+from medtasks.tasks.ms_segment.config import MsSegmentConfig
+from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, evaluate_volumes, find_volumes, parse_shape, predict_volumes
+from medtasks.transforms.augment import build_augmentation
+from medtasks.transforms.resize import ResizeImaged
+from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, load_volume
+
+log = logging.getLogger(__name__)
+
+@register_task("ms_segment")
+class MsSegment(SegmentationTask):
+    """MS lesions on FLAIR slices (ISBI 2015 layout), the report's U-Net, volume-level evaluation."""
+
+    labels = ("lesion",)
+    Config = MsSegmentConfig
+    source_report = "ms_lesion_unet_report.txt"
+    summary = "FLAIR MRI (NIfTI) -> MS lesion masks; the report's LeakyReLU U-Net on axial slices, lesion-wise + ISBI"
+    required_columns = VOLUME_COLUMNS
+    group_column = "subject_id"
+    id_columns = ("subject_id", "timepoint", "slice_index")
+    case_column = "flair"
+    input_column = "flair"
+
+    # ---- data ---------------------------------------------------------------------------------
+    def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
+                progress: bool = True) -> PrepareResult:
+        """ISBI 2015 layout (or a CSV of flair,mask,subject via ``--labels``) -> manifest + rejected.csv."""
+        from medtasks.data.ms_isbi import index_ms_isbi, read_ms_manifest, write_ms_manifest
+
+        df, rejected = read_ms_manifest(labels) if labels is not None else index_ms_isbi(source, progress=progress)
+        manifest, rej_path = write_ms_manifest(df, out, rejected)
+        return PrepareResult(Path(manifest), Path(rej_path), len(df), len(rejected))
+
+    def synthesize(self, cache_dir: Path) -> PrepareResult:
+        from medtasks.synth.ms_flair import generate_ms_flair
+
+        s = self.cfg.synth
+        folder = Path(cache_dir) / f"ms_flair-synth-n{s.n_subjects}-t{s.timepoints}-seed{s.seed}"
+        generate_ms_flair(folder, n_subjects=s.n_subjects, timepoints=s.timepoints, seed=s.seed, progress=False)
+        return self.prepare(folder, folder / "manifest.csv", progress=False)
+
+    def load_manifest(self, path: str | Path) -> pd.DataFrame:
+        df = read_manifest(path, self.required_columns, root=self.cfg.data.root, path_columns=("flair", "mask", "mask2"))
+        df["subject_id"] = df["subject_id"].astype(str)
+        if "shape" not in df.columns:
+            raise ManifestError(f"manifest {path}: no 'shape' column (XxYxZ); re-run `medtasks prepare ms_segment`")
+        return df
+
+    def slice_frame(self, df: pd.DataFrame, training: bool = False) -> pd.DataFrame:
+        """One row per axial slice of each volume row (brain slices only; in training, a seeded share of the
+        lesion-free ones: ``input.empty_slice_fraction``)."""
+        inp = self.cfg.input
+        rng = np.random.default_rng(self.cfg.seed)
+        rows = []
+        for r in df.to_dict("records"):
+            check_axial(r["flair"])
+            vol = load_volume(r["flair"])
+            brain = (vol != 0).mean(axis=(0, 1))
+            mask = load_volume(r["mask"]) if isinstance(r.get("mask"), str) and r["mask"] else None
+            lesion = (mask > 0).sum(axis=(0, 1)) if mask is not None else np.zeros(vol.shape[2])
+            for k in range(vol.shape[2]):
+                if brain[k] < inp.min_brain_fraction and not lesion[k]:
+                    continue
+                if training and not lesion[k] and rng.random() >= inp.empty_slice_fraction:
+                    continue
+                rows.append({**r, "slice_index": k, "lesion_pixels": int(lesion[k])})
+        return pd.DataFrame(rows)
+
+    def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> Any:
+        """Volume rows become slice rows here (training: ``input.empty_slice_fraction`` of the empty ones)."""
+        if "slice_index" not in df.columns:
+            df = self.slice_frame(df, training=split == "train")
+        return super().loader(df, split, shuffle, batch_size)
+
+    def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
+        if "slice_index" not in df.columns:
+            df = self.slice_frame(df)
+        has_mask = "mask" in df.columns
+        return [{"image": r["flair"], **({"label": r["mask"]} if has_mask else {}), "slice_index": int(r["slice_index"])}
+                for r in df.to_dict("records")]
+
+    # ---- builders -----------------------------------------------------------------------------
+    def build_transforms(self, split: str) -> Compose:
+        inp = self.cfg.input
+        with_label = split != "predict"
+        keys = ["image", "label"] if with_label else ["image"]
+        context = inp.context if inp.channels == "context" else 0
+        steps: list = [LoadAxialSliced(keys, "slice_index", mask_keys=["label"], context=context,
+                                       normalize=inp.normalize),
+                       ResizeImaged("image", inp.size, mode="area")]
+        if with_label:
+            steps.append(ResizeImaged("label", inp.size, mode="nearest"))
+        if split == "train":
+            steps += build_augmentation(["image"], to_dict(self.cfg.augment), inp.size,
+                                        label_keys=["label"] if with_label else [])
+        if inp.channels == "replicate":
+            steps.append(RepeatChanneld("image", repeats=3))
+        steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+        return Compose(steps)
+
+    def build_model(self) -> nn.Module:
+        m, ch = self.cfg.model, self.cfg.input.n_channels
+        if m.name == "smp_unet":
+            return MODELS.get("smp_unet")(encoder=m.encoder, in_channels=ch, classes=1)
+        return MODELS.get("ms_unet")(in_channels=ch, out_channels=1, activation=m.activation, order=m.order,
+                                     convs_per_block=m.convs_per_block, max_channels=m.max_channels,
+                                     softmax_head=m.softmax_head, base_channels=m.base_channels)
+
+    def build_loss(self) -> nn.Module:
+        c = self.cfg.loss
+        return LOSSES.get(c.name)(bce_weight=c.bce_weight, dice_weight=c.dice_weight, batch_dice=c.batch_dice,
+                                  pos_weight=c.pos_weight)
+
+    # ---- native-resolution views (one slice) --------------------------------------------------
+    def native_shape(self, row: pd.Series) -> tuple[int, int]:
+        x, y = parse_shape(row["shape"])[:2]
+        return (y, x)
+
+    def truth_mask(self, row: pd.Series) -> np.ndarray:
+        return axial_slice(row["mask"], int(row["slice_index"]))[0] > 0
+
+    def display_image(self, row: pd.Series) -> np.ndarray:
+        plane = axial_slice(row["flair"], int(row["slice_index"]))[0]
+        lo, hi = np.percentile(plane[plane != 0], [0.5, 99.5]) if (plane != 0).any() else (0.0, 1.0)
+        return np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+
+    def case_name(self, row: pd.Series) -> str:
+        return f"{row['subject_id']}_{row['timepoint']}_{int(row['slice_index']):03d}"
+
+    # ---- evaluation / predict -----------------------------------------------------------------
+    def evaluate(self, run, df: pd.DataFrame, fit_result=None, warnings: list[str] | None = None) -> dict[str, Any]:
+        return evaluate_volumes(self, run, df, fit_result, warnings)
+
+    def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
+        return find_volumes(self, Path(source))
+
+    def predict_frame(self, run, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None) -> pd.DataFrame:
+        return predict_volumes(self, run, df, out_dir, progress)
+

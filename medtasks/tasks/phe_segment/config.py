@@ -1,0 +1,54 @@
+"""Config schema of ``phe_segment`` (values: ``configs/phe_segment.yaml`` and ``.demo.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from medtasks.config import ConfigError
+from medtasks.schema import AugmentConfig, RunConfig
+from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
+from medtasks.tasks.sources.phe_sich import PheSynthConfig
+
+
+@dataclass
+class SegModelConfig:
+    name: Literal["smp_unet"] = "smp_unet"
+    encoder: str = "resnet34"               # any segmentation-models-pytorch encoder name
+    encoder_weights: Optional[Literal["imagenet"]] = None   # downloads the encoder's weights (needs network)
+    weights: Optional[str] = None           # a saved whole-network state dict (e.g. a medtasks best.pt)
+
+
+@dataclass
+class SegInputConfig:
+    source: Literal["jpg", "png", "nifti"] = "jpg"  # JPG slice + JPG mask (SubdatasetB, the notes'), PNG slice + PNG
+                                             # mask (SubdatasetC label folder, when present), or NIfTI axial slices
+    size: int = 256                          # square side the model sees; metrics are computed at native size
+    channels: int = 3                        # grey replicated (3 = what ImageNet encoders expect)
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
+    norm_samples: int = 256
+    window_level: float = 40.0               # NIfTI (HU) only: the brain window the PNGs were exported with
+    window_width: float = 80.0
+
+    def validate(self) -> None:
+        if self.size < 32 or self.size % 32:
+            raise ConfigError(f"size: a U-Net with 5 downsamplings needs a multiple of 32 (>= 32), got {self.size}")
+        if self.window_width <= 0:
+            raise ConfigError(f"window_width: expected > 0, got {self.window_width}")
+
+
+@dataclass
+class PheSegEvalConfig(SegEvalConfig):
+    pixel_spacing_mm: Optional[float] = None # HD95 in mm when given (PHE-SICH: ~0.5), else in pixels
+
+
+@dataclass
+class PheSegmentConfig(RunConfig):
+    task: str = "phe_segment"
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    input: SegInputConfig = field(default_factory=SegInputConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    eval: PheSegEvalConfig = field(default_factory=PheSegEvalConfig)
+    synth: PheSynthConfig = field(default_factory=PheSynthConfig)

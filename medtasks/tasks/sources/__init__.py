@@ -1,0 +1,1 @@
+"""Dataset sources: ``prepare`` and ``synthesize`` for every task on one public release (mixins)."""

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/medtasks run ich_classify
 
-test: install
+lint: install
+	$(BIN)/ruff check medtasks tests scripts
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -129,7 +129,9 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
         transform = task.build_transforms("test")
         result = compare_rates(lambda p: transform({"image": p, "label": np.zeros(6, np.float32)}),
                                lambda p: pydicom.dcmread(p).pixel_array, paths, repeats)
-    result.update(task=task_name, size=task.cfg.input.size, pipeline="DICOM -> stored pixels -> resize -> HU map folded into 3 windows + normalisation -> tensor (LoadCTWindowsd)",
+    result.update(task=task_name, size=task.cfg.input.size,
+                  pipeline="DICOM -> stored pixels -> resize -> HU map folded into 3 windows + normalisation -> tensor "
+                           "(LoadCTWindowsd)",
                   baseline="pydicom.dcmread(path).pixel_array")
     log.info("bench %s: %s", task_name, result)
     return result

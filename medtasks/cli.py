@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
-    b = sub.add_parser("bench", help="ich_classify: input pipeline vs bare decode; ms_segment: network FPS vs smp / MONAI")
+    b = sub.add_parser("bench",
+                       help="ich_classify: input pipeline vs bare decode; ms_segment: network FPS vs smp / MONAI")
     b.add_argument("task")
     b.add_argument("--input", help="folder of inputs (default: synthetic files)")
     b.add_argument("--n", type=int, default=None, help="number of files (default 200); ms_segment: frames (default 16)")

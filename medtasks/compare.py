@@ -199,7 +199,8 @@ def align_runs(run_dirs: Sequence[str | Path]) -> list[AlignedRun]:
         logger.warning("predictions.csv lacks patient_id in some run: the bootstrap resamples cases instead")
     group_column = "patient_id" if has_pid else "case_id"
     groups = ref_df.loc[ref_ids, group_column].to_numpy(dtype=str)
-    weights, n_bins = _reference_weights(ref), int((ref.metrics.get("calibration") or {}).get("n_bins") or DEFAULT_ECE_BINS)
+    weights, n_bins = _reference_weights(ref), int((ref.metrics.get("calibration") or {}).get("n_bins")
+                                                   or DEFAULT_ECE_BINS)
     labels, names = list(ref.labels), _run_names(dirs)
     truth = ref_df.loc[ref_ids, [f"true_{lab}" for lab in labels]].to_numpy(dtype=np.int64)
     out = []
@@ -265,7 +266,8 @@ def _metric_builder(kind: str) -> Callable[[AlignedRun], dict[MetricKey, MetricF
         return COMPARE_METRICS.get(kind)
     except UnknownNameError:
         raise CompareError(f"compare has no metric set for kind {kind!r}.{did_you_mean(kind, COMPARE_METRICS.names())} "
-                           "A new kind registers one with `@medtasks.compare.COMPARE_METRICS.register(kind)`.") from None
+                           "A new kind registers one with "
+                           "`@medtasks.compare.COMPARE_METRICS.register(kind)`.") from None
 
 
 def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int = 0,
@@ -317,7 +319,8 @@ def _notes(runs: Sequence[AlignedRun], per_run: pd.DataFrame) -> list[str]:
         row = per_run[(per_run.metric == "weighted_f1") & (per_run.run == run.name)]
         if stored is not None and len(row) and abs(float(stored) - float(row.value.iloc[0])) > 1e-6:
             notes.append(f"{run.name}: weighted F1 in metrics.json ({float(stored):.4f}) differs from the value "
-                         f"recomputed from predictions.csv ({float(row.value.iloc[0]):.4f}); this page uses the latter.")
+                         f"recomputed from predictions.csv ({float(row.value.iloc[0]):.4f}); "
+                         "this page uses the latter.")
     return notes
 
 

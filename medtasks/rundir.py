@@ -10,7 +10,6 @@ runs/<task>/<timestamp>-<config-stem>/
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import subprocess
 import sys

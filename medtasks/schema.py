@@ -32,7 +32,8 @@ def parse_view(name: str) -> tuple[str, float]:
 @dataclass
 class DataConfig:
     manifest: Optional[str] = None          # CSV made by `medtasks prepare`; null -> embedded synthetic default
-    root: Optional[str] = None              # base of relative paths (default: the manifest's folder, or $MEDTASKS_DATA_ROOT)
+    # base of relative paths (default: the manifest's folder, or $MEDTASKS_DATA_ROOT)
+    root: Optional[str] = None
     synthetic: bool = False                 # set by the API when the embedded default is used
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])   # train/val/test fractions (by patient)
     split_level: Literal["patient", "slice"] = "patient"  # "slice" leaks patients across splits: flagged in the report
@@ -72,7 +73,8 @@ class TrainConfig:
     monitor_mode: Literal["min", "max"] = "min"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                        # mixed precision on CUDA (float16 autocast + GradScaler)
-    cpu_bf16: bool = False                  # bfloat16 autocast on CPU: ~2x faster on CPUs with AMX / AVX512-BF16, refused (float32) on others
+    # bfloat16 autocast on CPU: ~2x faster on CPUs with AMX / AVX512-BF16, refused (float32) on others
+    cpu_bf16: bool = False
     channels_last: bool = False             # channels-last layout for 2-D convolutions (faster on CPU with cpu_bf16)
     threads: Optional[int] = None           # torch CPU threads (null = all available cores)
     steps_per_epoch: Optional[int] = None   # iterations per epoch (null = one pass over the training split)
@@ -86,8 +88,10 @@ class EvalConfig:
     n_boot: int = 1000                      # bootstrap replicates for the 95% CIs (resampled by patient)
     ci: float = 0.95
     calibration_bins: int = 15
-    tta: bool = False                       # test-time augmentation at evaluate/calibrate/predict: mean logits over views
-    tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])  # + the original
+    # test-time augmentation at evaluate/calibrate/predict: mean logits over views
+    tta: bool = False
+    # + the original
+    tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])
 
     tta_supported: ClassVar[bool] = True    # kinds whose outputs cannot be averaged over flipped views set False
 
@@ -125,7 +129,8 @@ class AugmentConfig:
 class CalibrationConfig:
     """Post-hoc fitting on the validation split after training (classification tasks)."""
 
-    temperature: bool = False               # fit one temperature T on validation NLL; probabilities = sigmoid(logit / T)
+    # fit one temperature T on validation NLL; probabilities = sigmoid(logit / T)
+    temperature: bool = False
     method: Literal["grid", "lbfgs"] = "grid"   # grid search over temperature_range, or L-BFGS on log T
     temperature_range: list[float] = field(default_factory=lambda: [0.6, 3.0])
     thresholds: bool = False                # per-label threshold maximising validation F1 (else eval.threshold)
@@ -135,7 +140,8 @@ class CalibrationConfig:
     def validate(self) -> None:
         lo, hi = self.temperature_range if len(self.temperature_range) == 2 else (0, -1)
         if not 0 < lo < hi:
-            raise ConfigError(f"temperature_range: expected [low, high] with 0 < low < high, got {self.temperature_range}")
+            raise ConfigError("temperature_range: expected [low, high] with 0 < low < high, "
+                              f"got {self.temperature_range}")
         lo, hi = self.threshold_range if len(self.threshold_range) == 2 else (0, -1)
         if not 0 < lo <= hi < 1 or not 0 < self.threshold_step < 1:
             raise ConfigError(f"threshold_range: expected 0 < low <= high < 1 and 0 < threshold_step < 1, "
@@ -166,8 +172,10 @@ class SamplingConfig:
 
 @dataclass
 class CVConfig:
-    folds: int = 0                          # k >= 2: k-fold CV (MultilabelStratifiedKFold by patient) on the non-test patients
-    select: Literal["best", "ensemble"] = "best"   # test-time model: best fold by validation score, or the mean of all folds
+    # k >= 2: k-fold CV (MultilabelStratifiedKFold by patient) on the non-test patients
+    folds: int = 0
+    # test-time model: best fold by validation score, or the mean of all folds
+    select: Literal["best", "ensemble"] = "best"
 
     def validate(self) -> None:
         if self.folds == 1 or self.folds < 0:

@@ -35,7 +35,8 @@ PATH_KEYS = {"save_dir"}  # absolute paths inside the run directory
 def strip_timing(obj: Any) -> Any:
     """``obj`` without timing fields (they differ between identical runs)."""
     if isinstance(obj, dict):
-        return {k: strip_timing(v) for k, v in obj.items() if k not in TIMING_KEYS | PATH_KEYS and not k.endswith("_time_s")}
+        return {k: strip_timing(v) for k, v in obj.items()
+                if k not in TIMING_KEYS | PATH_KEYS and not k.endswith("_time_s")}
     if isinstance(obj, list):
         return [strip_timing(v) for v in obj]
     return obj

@@ -42,8 +42,10 @@ def read_manifest(path: str | Path, required: Sequence[str], root: str | None = 
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist; make one with `medtasks prepare <task> --source ... --out {path}`")
-    df = pd.read_csv(path, dtype={"patient_id": str, "subject_id": str, "series_instance_uid": str, "sop_instance_uid": str})
+        raise ManifestError(f"manifest {path} does not exist; "
+                            f"make one with `medtasks prepare <task> --source ... --out {path}`")
+    df = pd.read_csv(path, dtype={"patient_id": str, "subject_id": str, "series_instance_uid": str,
+                                  "sop_instance_uid": str})
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ManifestError(f"manifest {path} lacks column(s) {missing}; it has {list(df.columns)}. "

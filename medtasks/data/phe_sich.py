@@ -151,7 +151,8 @@ def _png(path: Path, decode: bool) -> tuple[tuple[int, int], int | None]:
         return im.size, (int(np.count_nonzero(arr[..., 0] if arr.ndim == 3 else arr)) if decode else None)
 
 
-def _slice_row(pid: int, k: int, files: dict[str, Path], require: Sequence[str], rejected: Rejected, rel) -> dict | None:
+def _slice_row(pid: int, k: int, files: dict[str, Path], require: Sequence[str], rejected: Rejected,
+               rel) -> dict | None:
     """Read one slice's XML, mask and image header; ``None`` (and a reason) when it is dropped."""
     image, ann, mask_pixels, missing = files["image"], None, None, {}
     others = ", ".join(rel(files[r]) for r in ("mask", "xml") if r in files)
@@ -216,7 +217,8 @@ def _int_id(value: object) -> int | None:
 def _read_medinfo(source: Path, subsets_parent: Path, rejected: Rejected) -> pd.DataFrame | None:
     """MedInfo as ``patient_id`` (int string) + its other columns, or ``None`` when absent/unreadable."""
     candidates = sorted({p for d in (source, subsets_parent) for p in d.iterdir()
-                         if p.is_file() and p.stem.lower() == "medinfo" and p.suffix.lower() in (".csv", ".xlsx", ".xls")},
+                         if p.is_file() and p.stem.lower() == "medinfo"
+                         and p.suffix.lower() in (".csv", ".xlsx", ".xls")},
                         key=lambda p: (p.suffix.lower() != ".csv", str(p)))  # CSV first: needs no Excel reader
     if not candidates:
         return None
@@ -225,7 +227,8 @@ def _read_medinfo(source: Path, subsets_parent: Path, rejected: Rejected) -> pd.
         table = (pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
                  if path.suffix.lower() == ".csv" else pd.read_excel(path, dtype=str).fillna(""))
     except Exception as exc:  # ImportError without openpyxl: say how to proceed
-        hint = f"; `pip install openpyxl`, or save it as {path.stem}.csv beside it" if isinstance(exc, ImportError) else ""
+        hint = (f"; `pip install openpyxl`, or save it as {path.stem}.csv beside it"
+                if isinstance(exc, ImportError) else "")
         rejected.add(path, "unreadable", f"{type(exc).__name__}: {exc}{hint}")
         return None
     table.columns = [str(c).strip() for c in table.columns]
@@ -329,13 +332,15 @@ def read_multilabel_csv(path: str | Path, index: pd.DataFrame,
         where, key = path.parent / name, parse_slice_name(name)
         values = {c: _int_id(rec[c]) for c in labels}
         if key is None:
-            rejected.add(where, "bad_name", f"{path.name} line {line}: {name!r} does not end in <patient>_<slice>.<ext>")
+            rejected.add(where, "bad_name",
+                         f"{path.name} line {line}: {name!r} does not end in <patient>_<slice>.<ext>")
         elif any(v not in (0, 1) for v in values.values()):
             rejected.add(where, "bad_label", f"{path.name} line {line}: {[rec[c] for c in labels]} are not all 0/1")
         elif key not in keys:
             rejected.add(where, "no_image", f"{path.name} line {line}: patient {key[0]} slice {key[1]} is not indexed")
         elif keys[key] in found:
-            rejected.add(where, "duplicate", f"{path.name} line {line}: patient {key[0]} slice {key[1]} already labelled")
+            rejected.add(where, "duplicate",
+                         f"{path.name} line {line}: patient {key[0]} slice {key[1]} already labelled")
         else:
             found[keys[key]] = [values[c] for c in labels]
     for i in sorted(set(range(len(index))) - set(found)):

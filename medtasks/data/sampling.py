@@ -32,7 +32,8 @@ def label_counts(df: pd.DataFrame, labels: Sequence[str]) -> dict[str, int]:
 
 
 def balance_rows(df: pd.DataFrame, labels: Sequence[str], per_class: int | None = None, normal: int | None = None,
-                 normal_ratio: float | None = None, replace: bool = False, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 normal_ratio: float | None = None, replace: bool = False,
+                 seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Draw about ``per_class`` positive rows of each label and ``normal`` all-negative rows.
 
     Labels are visited rarest first; rows already drawn for an earlier label count towards the

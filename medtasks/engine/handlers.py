@@ -48,7 +48,8 @@ class EpochCollector:
         prefix: prepended to every metric name written into ``engine.state.metrics``.
     """
 
-    def __init__(self, score_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]], prefix: str = "val_") -> None:
+    def __init__(self, score_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]],
+                 prefix: str = "val_") -> None:
         self.score_fn = score_fn
         self.prefix = prefix
         self.preds: list[torch.Tensor] = []

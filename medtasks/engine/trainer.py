@@ -27,12 +27,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from ignite.engine import Events
-from ignite.handlers import Checkpoint, EarlyStopping, global_step_from_engine
-from ignite.handlers import ProgressBar
+from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, global_step_from_engine
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
 
-from medtasks.engine.handlers import StreamingCollector, EpochCollector, FixedNameSaver, HistoryWriter
+from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter, StreamingCollector
 from medtasks.engine.runtime import amp_enabled, engine_network
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,8 @@ class FitResult:
     history_path: Path
 
 
-def build_optimizer(params: Any, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(params: Any, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
     """AdamW / Adam / SGD by config name."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -247,7 +247,8 @@ def fit(spec: TrainingSpec) -> FitResult:
     history_path = run_dir / "history.csv"
     history = HistoryWriter(history_path, evaluator, optimizer, rows=_read_history(history_path) if resume else None)
     history.attach(trainer)
-    to_save: dict[str, Any] = {"network": network, "optimizer": optimizer, "trainer": trainer, "best_checkpoint": best_ckpt}
+    to_save: dict[str, Any] = {"network": network, "optimizer": optimizer, "trainer": trainer,
+                               "best_checkpoint": best_ckpt}
     if sched is not None:
         to_save["scheduler"] = sched
     if stopper is not None:
@@ -255,7 +256,8 @@ def fit(spec: TrainingSpec) -> FitResult:
     last_ckpt = Checkpoint(to_save, FixedNameSaver(ckpt_dir, "last.pt"), n_saved=1)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)
     if progress:
-        ProgressBar(persist=True, ncols=100).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"].detach())})
+        ProgressBar(persist=True, ncols=100).attach(trainer,
+                                                    output_transform=lambda out: {"loss": float(out["loss"].detach())})
 
     last_path = ckpt_dir / "last.pt"
     if resume:

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import sys
 import time
 import uuid
@@ -34,6 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+
+from medtasks.io.atomic import copy_file_atomic
+from medtasks.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ _NONE_ROW = {**dict.fromkeys(("confidence", "x1", "y1", "x2", "y2"), math.nan), 
 
 
 def default_config_dir() -> Path:
-    """``$MEDTASKS_CACHE/ultralytics`` (default ``./.cache/medtasks/ultralytics``), as ``api.cache_dir()``."""
-    return Path(os.environ.get("MEDTASKS_CACHE", Path.cwd() / ".cache" / "medtasks")) / "ultralytics"
+    """``$MEDTASKS_CACHE/ultralytics`` (default ``./.cache/medtasks/ultralytics``), under the cache dir."""
+    return cache_dir() / "ultralytics"
 
 
 def _write_settings(ul_dir: Path) -> None:
@@ -78,9 +80,7 @@ def _place_fonts(ul_dir: Path) -> None:
     src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     for name in _FONTS:
         if not (ul_dir / name).is_file():
-            tmp = ul_dir / f".{name}.{os.getpid()}.part"  # atomic: a concurrent reader never sees half a font
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, ul_dir / name)
+            copy_file_atomic(src, ul_dir / name)  # a concurrent reader never sees half a font
 
 
 _OWN_DIR: list[Path] = []  # ultralytics' config dir when this module did its first import; [] if someone else did

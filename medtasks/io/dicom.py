@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import functools
 from typing import Any, Callable, TypeVar
 
 import numpy as np

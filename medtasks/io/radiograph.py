@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.multival import MultiValue
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from medtasks.io.dicom import _decoder_problem, _lenient  # lenient: exporters write odd values
 from medtasks.io.dicom_pixels import native_pixels

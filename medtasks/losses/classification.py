@@ -58,7 +58,8 @@ class WeightedBCEWithLogits(nn.Module):
         if pos_weight is not None and len(pos_weight) != n:
             raise ValueError(f"loss.pos_weight has {len(pos_weight)} values for {n} classes")
         self.register_buffer("class_weights", w)
-        self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None)
+        self.register_buffer("pos_weight",
+                             torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(logits.dtype)
@@ -85,7 +86,8 @@ class BinaryCrossEntropy(nn.Module):
         super().__init__()
         w = [1.0, 1.0] if class_weights is None else [float(v) for v in class_weights]
         if len(w) != 2 or min(w) <= 0:
-            raise ValueError(f"loss.class_weights: expected two positive weights [negative, positive], got {class_weights}")
+            raise ValueError("loss.class_weights: expected two positive weights [negative, positive], "
+                             f"got {class_weights}")
         self.register_buffer("weights", torch.tensor(w))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,11 @@ import pandas as pd
 
 from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.segmentation import (
-    case_metric_fn, confusion_counts, hd95, metrics_from_counts, pooled_metric_fn,
+    case_metric_fn,
+    confusion_counts,
+    hd95,
+    metrics_from_counts,
+    pooled_metric_fn,
 )
 
 __all__ = ["case_row", "case_table", "segmentation_summary", "SUMMARY_METRICS"]

@@ -76,7 +76,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: Sequence[float] 
         from medtasks.losses.classification import weighted_bce_with_logits
 
         zt, yt = torch.as_tensor(z), torch.as_tensor(np.asarray(y, np.float64))
-        w = torch.ones(z.shape[1], dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        w = (torch.ones(z.shape[1], dtype=torch.float64) if weights is None
+             else torch.as_tensor(weights, dtype=torch.float64))
         log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 

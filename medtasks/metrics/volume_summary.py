@@ -28,8 +28,13 @@ import numpy as np
 import pandas as pd
 
 from medtasks.metrics.bootstrap import bootstrap_ci
-from medtasks.metrics.lesions import (isbi_score, lesion_detection, lesion_volume, pooled_lesion_scores,
-                                      volume_correlation)
+from medtasks.metrics.lesions import (
+    isbi_score,
+    lesion_detection,
+    lesion_volume,
+    pooled_lesion_scores,
+    volume_correlation,
+)
 from medtasks.metrics.segmentation import case_metric_fn, confusion_counts, hd95, metrics_from_counts, pooled_metric_fn
 
 __all__ = ["volume_row", "volume_summary"]

@@ -91,7 +91,8 @@ def _resnet(depth: int) -> Callable[..., tuple[nn.Module, int]]:
     return build
 
 
-def _efficientnet_b4(in_channels: int = 3, pretrained: str | None = None, weights: str | None = None) -> tuple[nn.Module, int]:
+def _efficientnet_b4(in_channels: int = 3, pretrained: str | None = None,
+                    weights: str | None = None) -> tuple[nn.Module, int]:
     import torchvision.models as tvm
 
     net = _torchvision("efficientnet_b4", tvm.efficientnet_b4, "EfficientNet_B4_Weights", pretrained)

@@ -86,7 +86,8 @@ class MsUNet(nn.Module):
         # every width by base_channels / 64 (64 = the report's network; 16 = a quarter, for a CPU)
         levels = (max_channels // REPORT_BASE).bit_length()
         if max_channels < REPORT_BASE or REPORT_BASE << (levels - 1) != max_channels:
-            raise ValueError(f"model.max_channels={max_channels}: expected 64 x a power of 2 (512 or 1024 in the report)")
+            raise ValueError(f"model.max_channels={max_channels}: "
+                             "expected 64 x a power of 2 (512 or 1024 in the report)")
         widths = [base_channels << i for i in range(levels)]
         block = dict(n=convs_per_block, activation=activation, order=order, negative_slope=negative_slope)
         self.down = nn.ModuleList([DoubleConv(in_channels if i == 0 else widths[i - 1], w, **block)

@@ -28,7 +28,8 @@ class PositionAwareClassifier(nn.Module):
                  use_position: bool = True, position_dim: int = 64, fusion_dim: int = 256, dropout: float = 0.3,
                  pretrained: str | None = None, weights: str | None = None) -> None:
         super().__init__()
-        self.backbone, feat_dim = BACKBONES.get(backbone)(in_channels=in_channels, pretrained=pretrained, weights=weights)
+        self.backbone, feat_dim = BACKBONES.get(backbone)(in_channels=in_channels, pretrained=pretrained,
+                                                          weights=weights)
         self.use_position = use_position
         self.position = nn.Sequential(nn.Linear(1, position_dim), nn.ReLU(inplace=True)) if use_position else None
         fused = feat_dim + (position_dim if use_position else 0)

@@ -35,7 +35,8 @@ def smp_unet(encoder: str = "resnet34", in_channels: int = 3, classes: int = 1, 
     if encoder not in smp.encoders.get_encoder_names():
         from medtasks.registry import did_you_mean
 
-        raise ValueError(f"model.encoder: unknown smp encoder {encoder!r}.{did_you_mean(encoder, smp.encoders.get_encoder_names())}")
+        raise ValueError(f"model.encoder: unknown smp encoder {encoder!r}."
+                         f"{did_you_mean(encoder, smp.encoders.get_encoder_names())}")
     try:
         net = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes,
                        decoder_attention_type=decoder_attention)
@@ -53,6 +54,7 @@ def smp_unet(encoder: str = "resnet34", in_channels: int = 3, classes: int = 1, 
         state = state.get("network", state) if isinstance(state, dict) else state
         missing, unexpected = net.load_state_dict(state, strict=False)
         if len(missing) == len(net.state_dict()):
-            raise WeightsError(f"{path}: no key matches an smp Unet({encoder}) network; is it a state dict of this model?")
+            raise WeightsError(f"{path}: no key matches an smp Unet({encoder}) network; "
+                               "is it a state dict of this model?")
         log.info("loaded %s (%d missing, %d unexpected keys)", path, len(missing), len(unexpected))
     return net

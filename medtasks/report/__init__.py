@@ -31,10 +31,9 @@ import pandas as pd
 import yaml
 
 from medtasks.io.atomic import write_text_atomic
-
 from medtasks.registry import Registry, UnknownNameError, did_you_mean
-from medtasks.report import html as _html
 from medtasks.report import detection as _detection
+from medtasks.report import html as _html
 from medtasks.report import multilabel as _multilabel
 from medtasks.report import segmentation as _segmentation
 

@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from medtasks.viz.canvas import Curve, _new_figure, _style, save_figure
 
 logger = logging.getLogger(__name__)
-
-from medtasks.viz.canvas import Curve, _new_figure, _style, save_figure
 
 
 def _pretty(column: str) -> str:

@@ -220,8 +220,9 @@ def _cv_section(run: RunData) -> str:
     body = [table(["Fold"] + keys, rows, table_id="cv-table", numeric=[False] + [True] * len(keys)),
             note(f"{cv.get('folds')}-fold cross-validation by patient (MultilabelStratifiedKFold); each fold's "
                  f"metrics are on its own validation fold at threshold 0.5. Test-time model: "
-                 f"{'the mean of all fold models' if cv.get('select') == 'ensemble' else 'fold ' + str(cv.get('selected_fold')) + ' (best validation score)'}; "
-                 "temperature and thresholds fitted on the out-of-fold predictions (oof_predictions.csv).")]
+                 + ('the mean of all fold models' if cv.get('select') == 'ensemble'
+                    else 'fold ' + str(cv.get('selected_fold')) + ' (best validation score)')
+                 + "; temperature and thresholds fitted on the out-of-fold predictions (oof_predictions.csv).")]
     return section("cv", "Cross-validation", *body)
 
 

@@ -37,7 +37,8 @@ def run_summary(task: str, metrics: dict[str, Any]) -> str:
     """What `medtasks run` prints at the end: the split, the kind's table, the headline metrics with CIs."""
     tag = " (SYNTHETIC data)" if metrics.get("synthetic") else ""
     n = metrics.get("n", metrics.get("n_cases", metrics.get("n_images")))
-    lines = [f"\n{task} — held-out split '{metrics.get('split')}', {n} cases, {metrics.get('n_patients')} patients{tag}"]
+    lines = [f"\n{task} — held-out split '{metrics.get('split')}', {n} cases, "
+             f"{metrics.get('n_patients')} patients{tag}"]
     if "per_class" in metrics:
         lines.append(per_class_table(metrics))
     elif metrics.get("kind") == "segmentation" and metrics.get("layout") is None:

@@ -22,7 +22,8 @@ def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
             ["IoU", fmt_ci(pv.get("iou")), fmt_ci(pooled.get("iou"))],
             ["sensitivity", fmt_ci(pv.get("sens")), fmt_ci(pooled.get("sens"))],
             ["PPV", fmt_ci(pv.get("ppv")), fmt_ci(pooled.get("ppv"))]]
-    body = [table(["Voxel metric", "mean per volume [95% CI]", "pooled voxels [95% CI]"], rows, table_id="volume-table")]
+    body = [table(["Voxel metric", "mean per volume [95% CI]", "pooled voxels [95% CI]"], rows,
+                  table_id="volume-table")]
     lrows = [["lesion TPR (detected / true lesions)", fmt_ci(pv.get("ltpr")), fmt_num(lp.get("ltpr"))],
              ["lesion FPR (false / predicted lesions)", fmt_ci(pv.get("lfpr")), ""],
              ["lesion precision", fmt_ci(pv.get("lesion_precision")), fmt_num(lp.get("precision"))],
@@ -36,14 +37,16 @@ def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
     slices = m.get("slices") or {}
     if slices:
         sp, si = slices.get("pooled") or {}, slices.get("per_image") or {}
-        body.append(table(["Per slice", "Dice", "IoU"], [["pooled over slices", fmt_ci(sp.get("dice")), fmt_ci(sp.get("iou"))],
-                                                        ["mean over lesion slices", fmt_ci(si.get("dice")), fmt_ci(si.get("iou"))]],
+        body.append(table(["Per slice", "Dice", "IoU"],
+                          [["pooled over slices", fmt_ci(sp.get("dice")), fmt_ci(sp.get("iou"))],
+                           ["mean over lesion slices", fmt_ci(si.get("dice")), fmt_ci(si.get("iou"))]],
                           table_id="slice-table"))
     raters = m.get("raters")
     if raters:
         rv = raters.get("per_volume") or {}
         body.append(table(["Rater 2 vs rater 1 (the inter-rater ceiling)", "value [95% CI]"],
-                          [["Dice per volume", fmt_ci(rv.get("dice"))], ["lesion F1 per volume", fmt_ci(rv.get("lesion_f1"))],
+                          [["Dice per volume", fmt_ci(rv.get("dice"))],
+                           ["lesion F1 per volume", fmt_ci(rv.get("lesion_f1"))],
                            ["ISBI composite (raw)", fmt_ci(raters.get("isbi"))]], table_id="rater-table"))
     scatter = _volume_scatter(run, fig_dir / "lesion_volumes.png")
     if scatter is not None:

@@ -82,7 +82,8 @@ def _ids(rng: np.random.Generator, n: int) -> list[int]:
 
 
 def plan_chest_xray(n_children: int, images_per_child: tuple[int, int] = (1, 3), pneumonia_fraction: float = 0.6,
-                    seed: int = 0, val_per_class: int = 8, test_fraction: float = 0.2, dicom: int = 4) -> list[ImagePlan]:
+                    seed: int = 0, val_per_class: int = 8, test_fraction: float = 0.2,
+                    dicom: int = 4) -> list[ImagePlan]:
     """Every file of the set (names, classes, splits, seeds), all from ``default_rng(seed)``.
 
     Raises:

@@ -42,7 +42,8 @@ Where data-notes is silent, the choices (prepare code must not depend on more th
   The ``013_SS.xml`` quirk renames the file only; its ``<filename>`` stays ``0013_SS.jpg``.
 * MedInfo: the release ships ``MedInfo.xlsx`` (column ``Type Of Hemorrhage``; ``prepare`` reads it
   with openpyxl, tested); the synthetic set writes ``MedInfo.csv`` (UTF-8) instead because an
-  .xlsx carries time stamps and the generator writes byte-identical files, with columns ``ID, Gender, Age, Type Of Hemorrhage, Hematoma Expansion``; only the type
+  .xlsx carries time stamps and the generator writes byte-identical files, with columns
+  ``ID, Gender, Age, Type Of Hemorrhage, Hematoma Expansion``; only the type
   column and its three values come from the notes, the other columns are invented.
 * ``task4_labels.csv`` (the notes' task 4 format ``image,IVH,IPH,SAH``, one row per slice,
   ``image`` relative to ``<out>``) has no counterpart in PHE-SICH-CT-IDS, which holds

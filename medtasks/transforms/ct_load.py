@@ -42,7 +42,8 @@ def check_same_size(planes: Sequence[np.ndarray], paths: Sequence[Any]) -> None:
     shapes = {pl.shape for pl in planes}
     if len(shapes) != 1:
         raise DicomReadError(str(paths[len(paths) // 2]), "bad_shape",
-                             f"neighbouring slices differ in size {sorted(shapes)}; use input.context=0 for this series")
+                             f"neighbouring slices differ in size {sorted(shapes)}; "
+                             "use input.context=0 for this series")
 
 
 class LoadCTWindowsd(MapTransform):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from medtasks.config import ConfigError, apply_overrides, load_config
-from medtasks.tasks.ich_config import IchConfig
+from medtasks.tasks.ich_classify.config import IchConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -19,9 +19,9 @@ PKG = Path(__file__).resolve().parents[2] / "medtasks"
 # lowest first; the first prefix that matches a module names its layer
 LAYERS: list[tuple[str, ...]] = [
     ("medtasks.registry", "medtasks.config", "medtasks.schema", "medtasks.paths", "medtasks.io"),
-    ("medtasks.rundir", "medtasks.data", "medtasks.synth", "medtasks.transforms", "medtasks.models",
+    ("medtasks.data", "medtasks.synth", "medtasks.transforms", "medtasks.models",
      "medtasks.losses", "medtasks.metrics"),
-    ("medtasks.engine", "medtasks.viz"),
+    ("medtasks.engine", "medtasks.rundir", "medtasks.viz"),   # rundir records the engine's device facts
     ("medtasks.tasks",),
     ("medtasks.report",),
     ("medtasks.compare", "medtasks.bench", "medtasks.api"),
@@ -69,7 +69,8 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             if base.startswith("medtasks"):
                 for a in node.names:  # `from medtasks.x import y` may import the module medtasks.x.y
                     full = f"{base}.{a.name}"

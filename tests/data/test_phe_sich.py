@@ -211,7 +211,8 @@ def test_multilabel_csv(indexed, source: Path, tmp_path: Path) -> None:
 
 
 def test_names_and_layout_errors(tmp_path: Path) -> None:
-    assert parse_slice_name("13_2.png") == parse_slice_name("0013_02") == parse_slice_name(r"C:\x\013_02.jpg") == (13, 2)
+    assert (parse_slice_name("13_2.png") == parse_slice_name("0013_02") == parse_slice_name(r"C:\x\013_02.jpg")
+            == (13, 2))
     assert parse_slice_name("ct1.png") is None
     (tmp_path / "SubdatasetA_NIFIT").mkdir()
     with pytest.raises(FileNotFoundError, match="SubdatasetC_PNG"):

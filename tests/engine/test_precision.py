@@ -11,7 +11,7 @@ from monai.data import DataLoader
 from medtasks.engine import runtime
 from medtasks.engine.inference import run_inference
 from medtasks.engine.runtime import PrecisionWrapper, engine_network
-from medtasks.engine.trainer import fit, load_checkpoint
+from medtasks.engine.trainer import Precision, Schedule, TrainingSpec, fit, load_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -69,10 +69,10 @@ def test_fit_in_bf16_saves_a_checkpoint_an_unwrapped_network_loads(tmp_path, mon
     data = [{"image": xs[i], "label": ys[i]} for i in range(32)]
     net = _conv_net(1)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
-    res = fit(network=net, optimizer=opt, loss_fn=torch.nn.BCEWithLogitsLoss(),
-              train_loader=DataLoader(data, batch_size=8), val_loader=DataLoader(data, batch_size=8),
-              score_fn=lambda p, y: {}, run_dir=tmp_path, device=CPU, epochs=2, patience=0, progress=False,
-              cpu_bf16=True, channels_last=True)
+    res = fit(TrainingSpec(network=net, optimizer=opt, loss_fn=torch.nn.BCEWithLogitsLoss(),
+                           train_loader=DataLoader(data, batch_size=8), val_loader=DataLoader(data, batch_size=8),
+                           run_dir=tmp_path, device=CPU, schedule=Schedule(epochs=2, patience=0), progress=False,
+                           precision=Precision(cpu_bf16=True, channels_last=True)))
     assert res.epochs_run == 2
     state = torch.load(res.best_path, weights_only=True)
     assert set(state) == set(_conv_net(1).state_dict())    # no wrapper prefix in the keys

@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.data import DataLoader
 
-from medtasks.engine.trainer import fit, load_checkpoint
+from medtasks.engine.trainer import Schedule, TrainingSpec, fit, load_checkpoint
 
 
 def _data(n=64, seed=0):
@@ -22,12 +22,12 @@ def _fit(tmp_path, epochs, patience=0, resume=False, lr=0.05, seed=0):
     torch.manual_seed(seed)
     net = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    return net, fit(network=net, optimizer=opt, loss_fn=torch.nn.BCEWithLogitsLoss(),
-                    train_loader=DataLoader(_data(), batch_size=16, shuffle=True),
-                    val_loader=DataLoader(_data(32, seed=1), batch_size=16),
-                    score_fn=lambda p, y: {"acc": float(((p > 0).float() == y).float().mean())},
-                    run_dir=tmp_path, device=torch.device("cpu"), epochs=epochs, patience=patience,
-                    resume=resume, progress=False)
+    return net, fit(TrainingSpec(network=net, optimizer=opt, loss_fn=torch.nn.BCEWithLogitsLoss(),
+                                 train_loader=DataLoader(_data(), batch_size=16, shuffle=True),
+                                 val_loader=DataLoader(_data(32, seed=1), batch_size=16),
+                                 score_fn=lambda p, y: {"acc": float(((p > 0).float() == y).float().mean())},
+                                 run_dir=tmp_path, device=torch.device("cpu"),
+                                 schedule=Schedule(epochs=epochs, patience=patience), resume=resume, progress=False))
 
 
 def _history(tmp_path):
@@ -91,11 +91,12 @@ def test_streaming_validation_with_an_inferer(tmp_path):
         seen.append(tuple(p.shape))
         return {"hits": float(((p > 0).float() == y).sum()), "n": float(y.numel())}
 
-    res = fit(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_fn=torch.nn.BCEWithLogitsLoss(),
-              train_loader=DataLoader(train, batch_size=4), val_loader=DataLoader(val, batch_size=1),
-              score_fn=lambda p, y: {}, run_dir=tmp_path, device=torch.device("cpu"), epochs=2, progress=False,
-              val_inferer=SlidingWindowInferer(roi_size=(8, 8), sw_batch_size=2),
-              stream_score=(batch_fn, lambda parts: {"acc": sum(q["hits"] for q in parts) / sum(q["n"] for q in parts)}))
+    res = fit(TrainingSpec(
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_fn=torch.nn.BCEWithLogitsLoss(),
+        train_loader=DataLoader(train, batch_size=4), val_loader=DataLoader(val, batch_size=1), run_dir=tmp_path,
+        device=torch.device("cpu"), schedule=Schedule(epochs=2), progress=False,
+        val_inferer=SlidingWindowInferer(roi_size=(8, 8), sw_batch_size=2),
+        stream_score=(batch_fn, lambda parts: {"acc": sum(q["hits"] for q in parts) / sum(q["n"] for q in parts)})))
     rows = _history(tmp_path)
     assert {"val_loss", "val_acc"} <= set(rows[0]) and 0 <= float(rows[-1]["val_acc"]) <= 1
     assert (1, 1, 16, 12) in seen and (1, 1, 12, 20) in seen and res.epochs_run == 2

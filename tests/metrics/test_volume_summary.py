@@ -4,10 +4,10 @@ one false positive (and a second, perfectly segmented volume for the correlation
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from medtasks.metrics.volume_summary import volume_row, volume_summary
-import pandas as pd
 
 
 def _case():

@@ -16,7 +16,8 @@ def test_output_shape(backbone, use_position):
         out = net(torch.randn(2, 3, 64, 64), torch.tensor([0.0, 1.0]))
     assert out.shape == (2, 6)
     assert (net.position is not None) == use_position
-    assert net.head[0].in_features == {"resnet18": 512, "resnet50": 2048, "efficientnet_b4": 1792}[backbone] + 64 * use_position
+    assert (net.head[0].in_features
+            == {"resnet18": 512, "resnet50": 2048, "efficientnet_b4": 1792}[backbone] + 64 * use_position)
 
 
 def test_position_changes_output_only_with_position():

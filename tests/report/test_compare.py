@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from medtasks.metrics.bootstrap import ResampledAUC
 from medtasks.compare import (
     CompareError,
     add_compare_parser,
     compare_runs,
     run_compare,
 )
+from medtasks.metrics.bootstrap import ResampledAUC
 from medtasks.metrics.classification import rsna_weighted_log_loss
 from medtasks.report.html import SYNTHETIC_BANNER
 
@@ -226,7 +226,8 @@ def test_errors_name_the_run_and_the_fix(runs: dict[str, Path], tmp_path: Path) 
                                                                          d.true_subdural)))
     no_preds = _copy(runs["good"], tmp_path / "no_preds")
     (no_preds / "predictions.csv").unlink()
-    blank = _copy(runs["good"], tmp_path / "blank", edit_preds=lambda d: d.assign(prob_any=d.prob_any.mask(d.case_id == "P02_S0")))
+    blank = _copy(runs["good"], tmp_path / "blank",
+                  edit_preds=lambda d: d.assign(prob_any=d.prob_any.mask(d.case_id == "P02_S0")))
 
     with pytest.raises(ValueError, match="at least 2 run"):
         compare_runs([ref], fewer, progress=False)

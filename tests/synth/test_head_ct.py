@@ -222,4 +222,5 @@ def test_parallel_rendering_writes_identical_files(tmp_path: Path) -> None:
     files = sorted(p.name for p in (tmp_path / "w1" / "stage_2_train").glob("*.dcm"))
     assert files == sorted(p.name for p in (tmp_path / "w2" / "stage_2_train").glob("*.dcm"))
     for name in files:
-        assert (tmp_path / "w1" / "stage_2_train" / name).read_bytes() == (tmp_path / "w2" / "stage_2_train" / name).read_bytes()
+        assert ((tmp_path / "w1" / "stage_2_train" / name).read_bytes()
+                == (tmp_path / "w2" / "stage_2_train" / name).read_bytes())

@@ -14,9 +14,9 @@ import pytest
 from medtasks import api
 from medtasks.config import ConfigError, load_config
 from medtasks.synth.cardiac_ct import generate_cardiac_ct
-from medtasks.tasks.cardiac_config import CardiacSegConfig
-from medtasks.tasks.cardiac_eval import patient_row
-from medtasks.tasks.cardiac_infer import fuse
+from medtasks.tasks.cardiac_seg.config import CardiacSegConfig
+from medtasks.tasks.cardiac_seg.evaluate import patient_row
+from medtasks.tasks.cardiac_seg.infer import fuse
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cardiac_seg.demo.yaml"
 TINY = ["class12.epochs=1", "class12.steps_per_epoch=1", "class3.epochs=1", "class3.steps_per_epoch=1",

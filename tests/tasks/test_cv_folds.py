@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from medtasks.data.splits import assign_folds
 from medtasks.models.sequence import SeriesRefiner
-from medtasks.tasks.cv import assign_folds
-from medtasks.tasks.ich_sequence import refine, series_groups
+from medtasks.tasks.ich_classify.sequence import refine, series_groups
 
 LABELS = ["epidural", "subdural", "any"]
 

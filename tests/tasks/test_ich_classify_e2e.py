@@ -38,7 +38,8 @@ def prepared(synth, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    rd, metrics = api.run("ich_classify", manifest=prepared, config=CONFIG, overrides=TINY, runs_dir=runs, progress=False)
+    rd, metrics = api.run("ich_classify", manifest=prepared, config=CONFIG, overrides=TINY, runs_dir=runs,
+                          progress=False)
     return rd, metrics
 
 
@@ -137,7 +138,8 @@ def test_predict_folder_kaggle_format(trained, synth, tmp_path):
     out = api.predict("ich_classify", rd.path, folder, tmp_path / "pred", progress=False)
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.columns) == ["ID", "Label"] and len(sub) == 5 * 6
-    assert sub.ID.str.match(r"^ID_[0-9a-f]+_(epidural|intraparenchymal|intraventricular|subarachnoid|subdural|any)$").all()
+    assert sub.ID.str.match(
+        r"^ID_[0-9a-f]+_(epidural|intraparenchymal|intraventricular|subarachnoid|subdural|any)$").all()
     assert sub.Label.between(0, 1).all()
     preds = pd.read_csv(out / "predictions.csv")
     assert len(preds) == 5 and {"pred_any", "prob_any"} <= set(preds.columns)

@@ -66,7 +66,7 @@ def test_ensemble_averages_fold_models(cv_run):
     import torch
 
     from medtasks.api import task_from_run
-    from medtasks.tasks.cv import EnsembleModel
+    from medtasks.models.ensemble import EnsembleModel
 
     rd, _ = cv_run
     task = task_from_run(rd)
@@ -100,8 +100,8 @@ def test_context_input_has_nine_channels(seq_run):
 
 def test_sequence_head_trained_out_of_fold_and_applied(seq_run):
     from medtasks.api import task_from_run
-    from medtasks.tasks.classification import sigmoid
-    from medtasks.tasks.ich_sequence import refine
+    from medtasks.metrics.tuning import sigmoid
+    from medtasks.tasks.ich_classify.sequence import load_sequence_head, refine
 
     rd, metrics = seq_run
     for k in range(2):
@@ -114,9 +114,10 @@ def test_sequence_head_trained_out_of_fold_and_applied(seq_run):
     man = pd.read_csv(rd / "manifest.csv", dtype={"sop_instance_uid": str})
     test = man[man.split == "test"].reset_index(drop=True)
     model = task.load_model(rd, "best")
-    head, task._head = task._head, None
+    head = load_sequence_head(task, rd)
     assert head is not None
-    stage1 = task.infer_logits(model, test, "test")
+    stage1 = task.infer_logits(model, test, "test")          # no run: the network alone
+    np.testing.assert_allclose(task.infer_logits(model, test, "test", run=rd), refine(head, test, stage1))
     expected = sigmoid(refine(head, test, stage1) / state["temperature"])
     preds = pd.read_csv(rd / "predictions.csv", dtype={"case_id": str}).set_index("case_id").loc[test.sop_instance_uid]
     np.testing.assert_allclose(preds[[f"prob_{lab}" for lab in task.labels]].to_numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -124,7 +125,7 @@ def test_sequence_head_trained_out_of_fold_and_applied(seq_run):
 
 def test_sequence_head_needs_cv():
     from medtasks.config import ConfigError, load_config
-    from medtasks.tasks.ich_config import IchConfig
+    from medtasks.tasks.ich_classify.config import IchConfig
 
     with pytest.raises(ConfigError, match="cv.folds"):
         load_config(CONFIG, IchConfig, ["sequence.enabled=true"])

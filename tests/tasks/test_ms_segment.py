@@ -53,7 +53,8 @@ def test_split_by_subject_and_volume_outputs(trained) -> None:
     man = pd.read_csv(rd / "manifest.csv", dtype={"subject_id": str})
     assert man.groupby("subject_id").split.nunique().max() == 1
     saved = json.loads((rd / "metrics.json").read_text())
-    assert saved["layout"] == "volumes" and {"volume_dice", "pooled_dice", "lesion_f1", "isbi_raw"} <= set(saved["headline"])
+    assert (saved["layout"] == "volumes"
+            and {"volume_dice", "pooled_dice", "lesion_f1", "isbi_raw"} <= set(saved["headline"]))
     assert "raters" in saved and saved["raters"]["per_volume"]["dice"]["value"] > 0.5   # two synthetic raters agree
     preds = pd.read_csv(rd / "predictions.csv", dtype={"patient_id": str})
     test = man[man.split == "test"]

@@ -18,11 +18,12 @@ from medtasks import api
 from medtasks.config import ConfigError, load_config
 from medtasks.data.phe_sich import SLICE_COLUMNS
 from medtasks.data.splits import LEAKY_WARNING
-from medtasks.viz.gradcam import gradcam_grid, gradcam_maps
-from medtasks.report.text import per_class_table
 from medtasks.io.images import read_grey
-from medtasks.tasks.phe_classify import LABEL_NOTE, PheClassify
-from medtasks.tasks.phe_config import PheClassifyConfig
+from medtasks.report.text import per_class_table
+from medtasks.tasks.phe_classify import PheClassify
+from medtasks.tasks.phe_classify.config import PheClassifyConfig
+from medtasks.tasks.sources.phe_sich import PHE_LABEL_NOTE as LABEL_NOTE
+from medtasks.viz.gradcam import gradcam_grid, gradcam_maps
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_classify.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
@@ -111,7 +112,7 @@ def test_gradcam_skips_kinds_without_slices(trained, caplog) -> None:
     task = api.task_from_run(rd)
     preds = pd.read_csv(rd / "predictions.csv", dtype={"patient_id": str})
     only_fn = preds[preds.true_phe == 1].assign(pred_phe=0)              # no TP, no FP
-    with caplog.at_level("INFO", logger="medtasks.tasks.grey_classifier"):
+    with caplog.at_level("INFO", logger="medtasks.tasks.kinds.grey_classifier"):
         assert task.write_gradcam(rd, only_fn) == {"tp": 0, "fp": 0, "fn": min(4, len(only_fn))}
         assert [p.name for p in (rd / "figures").glob("extra_gradcam_*.png")] == ["extra_gradcam_fn.png"]
         assert task.write_gradcam(rd, preds[preds.true_phe == 0].assign(pred_phe=0)) == \

@@ -13,7 +13,8 @@ from sklearn.metrics import f1_score
 
 from medtasks import api
 from medtasks.config import ConfigError, load_config
-from medtasks.tasks.phe_multilabel import LABEL_NOTE, PheMultilabelConfig
+from medtasks.tasks.phe_multilabel.config import PheMultilabelConfig
+from medtasks.tasks.phe_multilabel.task import LABEL_NOTE
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_multilabel.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
@@ -89,4 +90,5 @@ def test_predict(trained, phe_release, tmp_path) -> None:
 def test_pos_weight_needs_one_per_label() -> None:
     with pytest.raises(ConfigError, match=r"loss\.pos_weight: expected 3 positive"):
         load_config(CONFIG, PheMultilabelConfig, ["loss.pos_weight=[1.0,2.0]"])
-    assert load_config(CONFIG, PheMultilabelConfig, ["loss.pos_weight=[1.0,1.0,2.0]"]).loss.pos_weight == [1.0, 1.0, 2.0]
+    assert (load_config(CONFIG, PheMultilabelConfig, ["loss.pos_weight=[1.0,1.0,2.0]"]).loss.pos_weight
+            == [1.0, 1.0, 2.0])

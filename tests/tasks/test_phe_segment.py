@@ -14,8 +14,9 @@ from PIL import Image
 
 from medtasks import api
 from medtasks.config import ConfigError, load_config
-from medtasks.tasks.phe_segment import LABEL_NOTE, PheSegment
-from medtasks.tasks.phe_segment_config import PheSegmentConfig
+from medtasks.tasks.phe_segment import PheSegment
+from medtasks.tasks.phe_segment.config import PheSegmentConfig
+from medtasks.tasks.phe_segment.task import LABEL_NOTE
 from medtasks.transforms.slicing import axial_slice, read_mask
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_segment.demo.yaml"

@@ -18,7 +18,7 @@ from medtasks.config import ConfigError, load_config
 from medtasks.models.transfer import TransferModel, trainable_fraction
 from medtasks.synth.chest_xray import generate_chest_xray
 from medtasks.tasks.xray_classify import XrayClassify
-from medtasks.tasks.xray_config import XrayClassifyConfig
+from medtasks.tasks.xray_classify.config import XrayClassifyConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "xray_classify.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
@@ -155,7 +155,7 @@ def test_gradcam_on_vgg16_with_inplace_relu() -> None:
     """torchvision VGG16 puts ReLU(inplace=True) after every conv: Grad-CAM on its last conv must still work
     (and leave the ReLUs in-place afterwards)."""
     from medtasks.models.classifier import ImageClassifier
-    from medtasks.tasks.grey_classifier import GreyImageClassifier
+    from medtasks.tasks.kinds.grey_classifier import GreyImageClassifier
     from medtasks.viz.gradcam import gradcam_maps
 
     net = ImageClassifier("vgg16", 1).eval()

@@ -70,8 +70,9 @@ def test_normalize_channels_matches_monai() -> None:
     as_t = NormalizeChannelsd("image", mean, std, as_tensor=True)({"image": img})["image"]
     assert type(as_t) is torch.Tensor
     np.testing.assert_allclose(as_t.numpy(), ours)
-    np.testing.assert_allclose(NormalizeChannelsd("image", mean, std)({"image": torch.from_numpy(img)})["image"].numpy(),
-                               ours, rtol=1e-6)
+    np.testing.assert_allclose(
+        NormalizeChannelsd("image", mean, std)({"image": torch.from_numpy(img)})["image"].numpy(),
+        ours, rtol=1e-6)
     with pytest.raises(ValueError, match="channels"):
         NormalizeChannelsd("image", [0.0], [1.0])({"image": img})
     with pytest.raises(ValueError, match="std"):

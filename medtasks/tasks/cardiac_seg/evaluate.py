@@ -20,12 +20,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from medtasks.io.atomic import write_csv_atomic
+from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.nifti import save_nifti_atomic
 from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
 from medtasks.metrics.segmentation import NAN, case_metric_fn, hd95, overlap_metrics
-from medtasks.io.atomic import write_json_atomic
 from medtasks.tasks.cardiac_seg.config import CLASSES, STAGES
 from medtasks.tasks.cardiac_seg.infer import GATES, calcium_probability, fuse, predict_stage
 
@@ -130,7 +129,8 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                                              groups, n_boot=e.n_boot, seed=task.cfg.seed)
     write_csv_atomic(t, run / "predictions.csv")
     write_csv_atomic(pd.concat(tables.values(), ignore_index=True), run / "gate_predictions.csv")
-    metrics = {**task.metrics_header(), "layout": "cardiac", "gate": chosen, "n": int(len(t)), "n_patients": int(len(set(groups))), "n_with_calcium": int(t.has_calcium.sum()),
+    metrics = {**task.metrics_header(), "layout": "cardiac", "gate": chosen, "n": int(len(t)),
+               "n_patients": int(len(set(groups))), "n_with_calcium": int(t.has_calcium.sum()),
                "headline": headline, "summary": _mode_summary(t),
                "gate_comparison": {g: _mode_summary(tab) for g, tab in tables.items()},
                "hd95_mm": {name: float(t[f"hd95_{name}"].mean()) if t[f"hd95_{name}"].notna().any() else NAN
@@ -157,8 +157,10 @@ def predict_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, out_dir: Path 
         out = _predict(task, models, r.image)
         fused, open_ = fuse(out["base"], out["calcium"], gate, inf.min_calcium_voxels, out["p_calcium"],
                             inf.classifier_threshold)
-        row = {"case_id": r.patient_id, "input": r.image, "gate": gate, "gate_open": open_, "p_calcium": out["p_calcium"],
-               **{f"voxels_{n}": int((fused == c).sum()) for c, n in CLASSES.items()}, "seconds": round(out["seconds"], 2)}
+        row = {"case_id": r.patient_id, "input": r.image, "gate": gate, "gate_open": open_,
+               "p_calcium": out["p_calcium"],
+               **{f"voxels_{n}": int((fused == c).sum()) for c, n in CLASSES.items()},
+               "seconds": round(out["seconds"], 2)}
         if out_dir is not None:
             path = Path(out_dir) / "masks" / f"{r.patient_id}_pred.nii.gz"
             save_nifti_atomic(nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine), path)

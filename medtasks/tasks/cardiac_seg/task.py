@@ -27,8 +27,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, MapLabelValued, Orientationd,
-                              RandCropByLabelClassesd, Resized, ScaleIntensityRanged, Spacingd, SpatialPadd)
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapLabelValued,
+    Orientationd,
+    RandCropByLabelClassesd,
+    Resized,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
 from torch import nn
 
 import medtasks.losses  # noqa: F401  (registers losses)
@@ -95,7 +106,8 @@ class CardiacSeg(Task):
     def base_transforms(self, keys: list[str], stage: str) -> list:
         """Load -> channel first -> RAS -> HU window to [0, 1]; class-1/2 also resampled to ``input.spacing``."""
         inp = self.cfg.input
-        steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
+                 Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
                  ScaleIntensityRanged("image", a_min=inp.hu_min, a_max=inp.hu_max, b_min=0.0, b_max=1.0, clip=True)]
         if stage == "class12":
             modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
@@ -186,7 +198,8 @@ class CardiacSeg(Task):
             # channels-last is a 2-D layout: the 3-D networks keep the default one
             precision = Precision(amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16, channels_last=False)
             results[stage] = fit(TrainingSpec(
-                network=model, optimizer=opt, loss_fn=loss, train_loader=self.stage_loader(stage, df, "train", c.batch_size),
+                network=model, optimizer=opt, loss_fn=loss,
+                train_loader=self.stage_loader(stage, df, "train", c.batch_size),
                 val_loader=self.stage_loader(stage, df, "val", 1), run_dir=run / stage, device=device,
                 schedule=schedule, precision=precision, resume=resume, progress=progress, **score_kw))
         first = results.get("class12") or next(iter(results.values()))

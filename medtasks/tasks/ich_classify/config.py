@@ -27,16 +27,19 @@ class IchModelConfig:
         import medtasks.models  # noqa: F401  (registers the backbones)
 
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}.{did_you_mean(self.backbone, BACKBONES.names())}")
+            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}."
+                              f"{did_you_mean(self.backbone, BACKBONES.names())}")
 
 
 @dataclass
 class IchInputConfig:
     windows: list[tuple[float, float]] = field(default_factory=lambda: [(40.0, 80.0), (50.0, 130.0), (600.0, 2800.0)])
     size: int = 224                         # 224 for ResNet50, 380 for EfficientNet-B4
-    normalize: Literal["dataset", "imagenet", "none"] = "dataset"   # channel mean/std: fitted on train, ImageNet's, or none
+    # channel mean/std: fitted on train, ImageNet's, or none
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
     norm_samples: int = 256                 # training slices used to fit the dataset mean/std
-    context: int = 0                        # 2.5-D: neighbours each side (1 = slices i-1, i, i+1 as channels per window)
+    # 2.5-D: neighbours each side (1 = slices i-1, i, i+1 as channels per window)
+    context: int = 0
 
     @property
     def channels(self) -> int:

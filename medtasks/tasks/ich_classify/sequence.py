@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from medtasks.engine.runtime import select_device
 from medtasks.engine.trainer import Precision, Schedule, TrainingSpec, build_optimizer, fit
 from medtasks.metrics.tuning import sigmoid
+from medtasks.models.ensemble import EnsembleModel
 from medtasks.models.sequence import SeriesRefiner
 from medtasks.rundir import RunDir
-from medtasks.models.ensemble import EnsembleModel
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def series_groups(df: pd.DataFrame) -> list[np.ndarray]:
 
 class _Series(Dataset):
     def __init__(self, logits: np.ndarray, labels: np.ndarray, groups: list[np.ndarray]) -> None:
-        self.items = [(torch.as_tensor(logits[g].T, dtype=torch.float32), torch.as_tensor(labels[g], dtype=torch.float32))
+        self.items = [(torch.as_tensor(logits[g].T, dtype=torch.float32),
+                       torch.as_tensor(labels[g], dtype=torch.float32))
                       for g in groups]
 
     def __len__(self) -> int:

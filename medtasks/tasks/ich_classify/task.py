@@ -22,8 +22,8 @@ from monai.transforms import Compose
 import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
-from medtasks.data.manifest import Rejected, relative_paths
 from medtasks.data.dicom_index import index_dicoms
+from medtasks.data.manifest import Rejected, relative_paths
 from medtasks.data.series import add_z_normalized, neighbour_paths
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.rsna import read_rsna_labels, submission_frame
@@ -92,7 +92,8 @@ class IchClassify(ClassificationTask):
         return self.prepare(folder, folder / "manifest.csv", labels=labels)
 
     def records(self, df: pd.DataFrame) -> list[dict[str, Any]]:
-        lab = df[list(LABELS)].to_numpy(np.float32) if set(LABELS) <= set(df.columns) else np.zeros((len(df), 6), np.float32)
+        lab = (df[list(LABELS)].to_numpy(np.float32) if set(LABELS) <= set(df.columns)
+               else np.zeros((len(df), 6), np.float32))
         context = self.cfg.input.context
         images = neighbour_paths(df, context) if context else df["path"].tolist()
         return [{"image": p, "label": lab[i], "z": np.float32(z)}
@@ -107,7 +108,8 @@ class IchClassify(ClassificationTask):
             self.state["norm_std"] = [v for v in IMAGENET_STD for _ in range(k)]
         elif mode == "dataset":
             rng = np.random.default_rng(self.cfg.seed)
-            pick = rng.choice(len(train_records), size=min(self.cfg.input.norm_samples, len(train_records)), replace=False)
+            pick = rng.choice(len(train_records), size=min(self.cfg.input.norm_samples, len(train_records)),
+                              replace=False)
             load = self._deterministic()
             stack = np.stack([np.asarray(load({"image": train_records[i]["image"]})["image"]) for i in sorted(pick)])
             self.state["norm_mean"] = stack.mean(axis=(0, 2, 3)).round(6).tolist()
@@ -119,7 +121,8 @@ class IchClassify(ClassificationTask):
         return ct_window_pipeline(("image",), self.cfg.input.windows, self.cfg.input.size)
 
     def build_transforms(self, split: str) -> Compose:
-        aug = build_augmentation(["image"], to_dict(self.cfg.augment), self.cfg.input.size) if split == "train" else None
+        aug = (build_augmentation(["image"], to_dict(self.cfg.augment), self.cfg.input.size)
+               if split == "train" else None)
         return ct_window_pipeline(("image",), self.cfg.input.windows, self.cfg.input.size,
                                   self.state.get("norm_mean"), self.state.get("norm_std"), augment=aug)
 
@@ -131,7 +134,8 @@ class IchClassify(ClassificationTask):
 
     def build_loss(self):
         c = self.cfg.loss
-        return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=c.pos_weight, label_smoothing=c.label_smoothing)
+        return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=c.pos_weight,
+                                  label_smoothing=c.label_smoothing)
 
     def train(self, run, df: pd.DataFrame, resume: bool = False, progress: bool = True):
         """The kind-level training (CV when configured), then the sequence head when enabled."""
@@ -160,7 +164,8 @@ class IchClassify(ClassificationTask):
     def write_predict_outputs(self, frame: pd.DataFrame, out_dir: Path) -> None:
         """Kaggle submission format: ``ID_<sop>_<subtype>,Label`` (probabilities)."""
         probs = frame[[f"prob_{lab}" for lab in LABELS]].to_numpy()
-        write_csv_atomic(submission_frame(frame["sop_instance_uid"].tolist(), probs, LABELS), out_dir / "submission.csv")
+        write_csv_atomic(submission_frame(frame["sop_instance_uid"].tolist(), probs, LABELS),
+                         out_dir / "submission.csv")
 
     # ---- evaluation ---------------------------------------------------------------------------
     def class_weights(self) -> list[float]:

@@ -1,8 +1,8 @@
 """Kind-level base for (multi-label) classification: train, evaluate and predict once for all tasks.
 
 The concrete task supplies records/transforms/model/loss (:class:`~medtasks.tasks.kinds.network.NetworkTask`);
-this class builds the datasets and loaders, hands training to :func:`medtasks.engine.trainer.fit`, evaluates the best checkpoint on
-the held-out split (``predictions.csv`` + ``metrics.json`` with patient-bootstrap CIs) and runs
+this class builds the datasets and loaders, hands training to :func:`medtasks.engine.trainer.fit`, evaluates the best
+checkpoint on the held-out split (``predictions.csv`` + ``metrics.json`` with patient-bootstrap CIs) and runs
 inference for ``predict``. Binary tasks are the one-label case.
 """
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from medtasks.engine.trainer import FitResult
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic

@@ -28,13 +28,12 @@ import yaml
 from sklearn.metrics import classification_report
 
 from medtasks.data.manifest import Rejected
-from medtasks.io.voc import parse_boxes
 from medtasks.engine.runtime import seed_everything
 from medtasks.engine.trainer import FitResult
 from medtasks.engine.yolo import predict_yolo, train_yolo, validate_yolo
 from medtasks.io.atomic import copy_file_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from medtasks.io.images import read_grey
-from medtasks.io.voc import voc_to_yolo, write_yolo_labels
+from medtasks.io.voc import parse_boxes, voc_to_yolo, write_yolo_labels
 from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.detection import ap_fn, ap_from_matches, match_image
 from medtasks.metrics.summary import binary_summary

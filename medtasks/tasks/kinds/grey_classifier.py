@@ -104,7 +104,8 @@ class GreyImageClassifier(ClassificationTask):
         table; multi-label: per label) and, for binary tasks, the Grad-CAM grids."""
         from sklearn.metrics import classification_report
 
-        metrics = super().evaluate(run, df, fit_result, [*(warnings or []), *([self.label_note] if self.label_note else [])])
+        metrics = super().evaluate(run, df, fit_result,
+                                   [*(warnings or []), *([self.label_note] if self.label_note else [])])
         preds = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
         if self.kind == "binary":
             y, p = preds[f"true_{self.labels[0]}"].to_numpy(int), preds[f"prob_{self.labels[0]}"].to_numpy(float)
@@ -169,15 +170,18 @@ class GreyImageClassifier(ClassificationTask):
         display = grey_pipeline(self.cfg.input.size, channels=1, reader=self.read_image)
         for kind, rows in picks.items():
             if rows.empty:
-                log.info("Grad-CAM: no %s in the %s split; skipping that grid", GRADCAM_KINDS[kind], self.cfg.eval.split)
+                log.info("Grad-CAM: no %s in the %s split; skipping that grid", GRADCAM_KINDS[kind],
+                         self.cfg.eval.split)
                 written[kind] = 0
                 continue
-            rows = rows.sort_values([f"prob_{self.labels[0]}", "case_id"], ascending=[kind == "fn", True]).head(g.per_kind)
+            rows = rows.sort_values([f"prob_{self.labels[0]}", "case_id"],
+                                    ascending=[kind == "fn", True]).head(g.per_kind)
             frame = rows.assign(**{self.labels[0]: rows[f"true_{self.labels[0]}"]})
             tf = self.build_transforms("test")
             images = torch.stack([tf(r)["image"] for r in self.records(frame)])
             backgrounds = np.stack([display({"image": p})["image"].numpy()[0] for p in rows["image"]])
-            titles = [f"{Path(str(r.image)).stem}  truth {int(r[f'true_{self.labels[0]}'])}  p={r[f'prob_{self.labels[0]}']:.2f}"
+            titles = [f"{Path(str(r.image)).stem}  truth {int(r[f'true_{self.labels[0]}'])}  "
+                      f"p={r[f'prob_{self.labels[0]}']:.2f}"
                       for _, r in rows.iterrows()]
             gradcam_grid(model, images, layer, titles, run / "figures" / f"extra_gradcam_{kind}.png",
                          backgrounds=backgrounds, alpha=g.alpha,

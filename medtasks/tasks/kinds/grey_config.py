@@ -23,7 +23,8 @@ class GreyModelConfig:
         import medtasks.models  # noqa: F401  (registers the backbones)
 
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}.{did_you_mean(self.backbone, BACKBONES.names())}")
+            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}."
+                              f"{did_you_mean(self.backbone, BACKBONES.names())}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout}")
 
@@ -34,7 +35,8 @@ class GreyInputConfig:
 
     size: int = 224                         # square input side after resizing the 512x512 PNG
     channels: int = 3                       # the grey slice replicated (3 = what ImageNet ResNets expect)
-    normalize: Literal["dataset", "imagenet", "none"] = "dataset"   # channel mean/std: fitted on train, ImageNet's, or none
+    # channel mean/std: fitted on train, ImageNet's, or none
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
     norm_samples: int = 256                 # training slices used to fit the dataset mean/std
 
     def validate(self) -> None:

@@ -111,7 +111,8 @@ class SegmentationTask(NetworkTask):
         return self.restore(self.build_model(), run / "checkpoints" / f"{which}.pt")
 
     # ---- inference ----------------------------------------------------------------------------
-    def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume, progress: bool = False) -> None:
+    def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume,
+                     progress: bool = False) -> None:
         """Call ``consume(i, prob)`` for every row ``i`` of ``df`` with its probability map resized
         back to :meth:`native_shape` (float32 ``(H, W)``), batch by batch."""
         df = df.reset_index(drop=True)

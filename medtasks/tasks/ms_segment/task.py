@@ -37,7 +37,13 @@ from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import PrepareResult, register_task
 from medtasks.tasks.kinds.segmentation import SegmentationTask
 from medtasks.tasks.ms_segment.config import MsSegmentConfig
-from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, evaluate_volumes, find_volumes, parse_shape, predict_volumes
+from medtasks.tasks.ms_segment.volumes import (
+    VOLUME_COLUMNS,
+    evaluate_volumes,
+    find_volumes,
+    parse_shape,
+    predict_volumes,
+)
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.resize import ResizeImaged
 from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, load_volume
@@ -77,7 +83,8 @@ class MsSegment(SegmentationTask):
         return self.prepare(folder, folder / "manifest.csv", progress=False)
 
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
-        df = read_manifest(path, self.required_columns, root=self.cfg.data.root, path_columns=("flair", "mask", "mask2"))
+        df = read_manifest(path, self.required_columns, root=self.cfg.data.root,
+                           path_columns=("flair", "mask", "mask2"))
         df["subject_id"] = df["subject_id"].astype(str)
         if "shape" not in df.columns:
             raise ManifestError(f"manifest {path}: no 'shape' column (XxYxZ); re-run `medtasks prepare ms_segment`")
@@ -113,7 +120,8 @@ class MsSegment(SegmentationTask):
         if "slice_index" not in df.columns:
             df = self.slice_frame(df)
         has_mask = "mask" in df.columns
-        return [{"image": r["flair"], **({"label": r["mask"]} if has_mask else {}), "slice_index": int(r["slice_index"])}
+        return [{"image": r["flair"], **({"label": r["mask"]} if has_mask else {}),
+                 "slice_index": int(r["slice_index"])}
                 for r in df.to_dict("records")]
 
     # ---- builders -----------------------------------------------------------------------------

@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 
 from medtasks.data.manifest import Rejected
-from medtasks.io.atomic import write_csv_atomic
+from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.nifti import check_axial, save_nifti_atomic
 from medtasks.io.radiograph import is_dicom  # suffix .dcm or the DICM marker (DICOM often has no suffix)
 from medtasks.metrics.lesions import lesion_detection
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.metrics.volume_summary import volume_row, volume_summary
 from medtasks.paths import cache_dir
-from medtasks.io.atomic import write_json_atomic
 from medtasks.transforms.slicing import load_volume
 
 if TYPE_CHECKING:
@@ -133,7 +132,8 @@ def _overlays(task: MsSegment, run: Any, picks: list) -> dict[str, int]:
     model = task.load_model(run, "best")
     out = {}
     for kind, chosen in (("lesions", sorted((p for p in picks if p[0] > 0), key=lambda p: -p[0])[:k]),
-                         ("false_positive", sorted((p for p in picks if p[0] == 0 and p[1] > 0), key=lambda p: -p[1])[:k // 2])):
+                         ("false_positive", sorted((p for p in picks if p[0] == 0 and p[1] > 0),
+                                                   key=lambda p: -p[1])[:k // 2])):
         path = run / "figures" / f"extra_overlays_{kind}.png"
         path.unlink(missing_ok=True)
         out[kind] = len(chosen)
@@ -146,7 +146,8 @@ def _overlays(task: MsSegment, run: Any, picks: list) -> dict[str, int]:
         mask_overlay_grid([task.display_image(r) for r in rows], [task.truth_mask(r) for r in rows],
                           [probs[i] >= task.cfg.eval.threshold for i in range(len(rows))],
                           [task.case_name(r) for r in rows], path,
-                          suptitle=f"{task.name}: {'slices with the largest lesions' if kind == 'lesions' else 'false-positive slices'}")
+                          suptitle=f"{task.name}: " + ('slices with the largest lesions' if kind == 'lesions'
+                                                       else 'false-positive slices'))
     return out
 
 

@@ -12,7 +12,8 @@ from medtasks.tasks.sources.phe_sich import PheSynthConfig
 
 @dataclass
 class DetectModelConfig:
-    model: str = "yolov8n.yaml"             # a yaml shipped in ultralytics (from scratch) or a local .pt (never downloaded)
+    # a yaml shipped in ultralytics (from scratch) or a local .pt (never downloaded)
+    model: str = "yolov8n.yaml"
     imgsz: int = 512                        # ultralytics' letterboxed input side
     workers: int = 2                        # ultralytics' dataloader workers
     plots: bool = True                      # ultralytics' own training plots (results.png, label stats)

@@ -57,7 +57,8 @@ class PheMultilabel(PheSichSource, GreyImageClassifier):
         table = Path(labels) if labels is not None else Path(source) / "task4_labels.csv"
         if not table.is_file():
             raise FileNotFoundError(f"{table}: no multi-label table. PHE-SICH-CT-IDS has no IVH/IPH/SAH labels; pass "
-                                    f"--labels <csv with header image,{','.join(MULTILABELS)}> (see tasks/phe_multilabel.md)")
+                                    f"--labels <csv with header image,{','.join(MULTILABELS)}> "
+                                    "(see tasks/phe_multilabel.md)")
         index, rejected = index_phe_sich(source, require=(), progress=progress)
         df, bad = read_multilabel_csv(table, index, MULTILABELS)
         rejected.extend(bad)
@@ -70,7 +71,8 @@ class PheMultilabel(PheSichSource, GreyImageClassifier):
             bad = ~df[lab].isin([0, 1])
             if bad.any():
                 raise ManifestError(f"manifest {path}: column {lab} has {int(bad.sum())} value(s) that are not 0/1 "
-                                    f"(e.g. row of {df.loc[bad, 'image'].iloc[0]}); fix the label table and re-run prepare")
+                                    f"(e.g. row of {df.loc[bad, 'image'].iloc[0]}); "
+                                    "fix the label table and re-run prepare")
             df[lab] = df[lab].astype(int)
         return df
 

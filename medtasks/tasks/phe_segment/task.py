@@ -65,7 +65,8 @@ class PheSegment(PheSichSource, SegmentationTask):
         missing = df[list(cols)].isna().any(axis=1) | (df[list(cols)].astype(str) == "").any(axis=1)
         if missing.any():
             raise ManifestError(f"manifest {path}: {int(missing.sum())} row(s) lack {' / '.join(cols)} (input.source="
-                                f"{src}; e.g. {df.loc[missing, 'image'].iloc[0]}). Re-run `medtasks prepare phe_segment` "
+                                f"{src}; e.g. {df.loc[missing, 'image'].iloc[0]}). "
+                                "Re-run `medtasks prepare phe_segment` "
                                 f"or choose another input.source ({', '.join(k for k in SOURCE_COLUMNS if k != src)})")
         return df
 

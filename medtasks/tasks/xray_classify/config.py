@@ -13,7 +13,8 @@ from medtasks.tasks.kinds.grey_config import GradCamConfig, GreyClassifierConfig
 class XrayModelConfig(GreyModelConfig):
     backbone: str = "resnet18"              # resnet18 | vgg16 (the report's two) or any registered backbone
     transfer: Literal["linear_probe", "partial", "finetune"] = "finetune"
-    freeze: list[str] = field(default_factory=list)   # partial: modules / Sequential ranges, e.g. backbone.features.1-30
+    # partial: modules / Sequential ranges, e.g. backbone.features.1-30
+    freeze: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         super().validate()

@@ -126,7 +126,8 @@ class XrayClassify(GreyImageClassifier):
             else:  # sklearn's "balanced": n / (2 * n_class)
                 y = np.array([float(r["label"][0]) for r in train_records])
                 n_pos, n = float(y.sum()), float(len(y))
-                self.state["class_weights"] = [round(n / (2 * max(n - n_pos, 1.0)), 6), round(n / (2 * max(n_pos, 1.0)), 6)]
+                self.state["class_weights"] = [round(n / (2 * max(n - n_pos, 1.0)), 6),
+                                               round(n / (2 * max(n_pos, 1.0)), 6)]
             log.info("class weights [normal, pneumonia]: %s", self.state["class_weights"])
 
     # ---- builders -----------------------------------------------------------------------------

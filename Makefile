@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,track]"
 	# ultralytics pulls the GUI opencv-python (Qt/libGL), which shares cv2/ with our headless wheel: put the
 	# headless binary back so `import cv2` works on servers without libGL (pip check stays clean).
 	$(BIN)/pip install -q --force-reinstall --no-deps "opencv-python-headless==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("opencv-python-headless"))')"

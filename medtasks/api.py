@@ -10,15 +10,16 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from medtasks.config import from_dict, load_config, to_dict
 from medtasks.data.manifest import Rejected
 from medtasks.io.atomic import write_csv_atomic
-from medtasks.paths import REPO_ROOT, cache_dir, config_dir  # noqa: F401  (public: api.cache_dir, api.config_dir)
+from medtasks.paths import cache_dir, config_dir  # noqa: F401  (public: api.cache_dir, api.config_dir)
 from medtasks.registry import TASKS
-from medtasks.rundir import RunDir
+from medtasks.rundir import RunDir, RunLog, append_run_log
 from medtasks.tasks.contract import Task, write_rejected
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,22 @@ def list_tasks() -> list[dict[str, str]]:
 
 
 def default_config(task: str, demo: bool) -> Path:
-    """``configs/<task>.demo.yaml`` for the embedded default, ``configs/<task>.yaml`` for real data."""
+    """``<task>.demo.yaml`` (the embedded default) or ``<task>.yaml`` (real data) in :func:`config_dir`."""
     path = config_dir() / f"{task}{'.demo' if demo else ''}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; pass --config or set MEDTASKS_CONFIG_DIR")
     return path
+
+
+def write_resolved_config(task_name: str, path: str | Path, out: str | Path) -> Path:
+    """``path`` with its ``base:`` chain and every default resolved, written to ``out`` as a YAML of one's own
+    (then ``medtasks run <task> --config <out>``)."""
+    from medtasks.config import dump_yaml
+    from medtasks.io.atomic import write_text_atomic
+
+    cls = get_task_class(task_name)
+    data = to_dict(load_config(path, cls.Config))
+    return write_text_atomic(out, dump_yaml(data))
 
 
 def resolved_dict(task: Task) -> dict[str, Any]:
@@ -68,12 +80,20 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
 
     No manifest (and none in the config) -> the embedded synthetic default with the demo profile.
     """
+    with RunLog() as run_log:
+        return _run(run_log, task_name, manifest, config, overrides, runs_dir, resume, progress)
+
+
+def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: str | Path | None,
+         overrides: Sequence[str], runs_dir: str | Path, resume: str | Path | None,
+         progress: bool) -> tuple[RunDir, dict[str, Any]]:
     from medtasks.engine.runtime import seed_everything, select_device, set_threads
     from medtasks.report import render_report
 
     cls = get_task_class(task_name)
     if resume is not None:
         rd = RunDir.open(resume)
+        run_log.open(rd / "run.log")
         task = task_from_run(rd)
         if task.name != task_name:
             raise ValueError(f"{resume} is a {task.name} run, not {task_name}")
@@ -101,6 +121,7 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
             manifest_path = Path(cfg.data.manifest)
             rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
         rd = RunDir.create(runs_dir, task_name, cfg_path.name.removesuffix(".yaml").replace(".", "-"))
+        run_log.open(rd / "run.log")
         rd.write_config(resolved_dict(task))
         rd.write_env(cfg.seed, str(select_device(cfg.train.device)))
         df = task.load_manifest(manifest_path)
@@ -108,9 +129,14 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
         task.write_manifest(rd, df)
         write_rejected(rd / "rejected.csv", rejected)
     log.info("run directory: %s", rd.path)
-    fit = task.train(rd, df, resume=resume is not None, progress=progress)
-    metrics = task.evaluate(rd, df, fit, warnings)
-    render_report(rd.path)
+    try:
+        fit = task.train(rd, df, resume=resume is not None, progress=progress)
+        metrics = task.evaluate(rd, df, fit, warnings)
+        render_report(rd.path)
+    except BaseException as exc:  # one line on the terminal; the traceback in run.log; then on to the caller
+        log.error("%s failed: %s: %s (traceback in %s)", task_name, type(exc).__name__, exc, rd / "run.log")
+        append_run_log(rd, traceback.format_exc())
+        raise
     return rd, metrics
 
 

@@ -20,9 +20,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("task")
     r.add_argument("overrides", nargs="*", help="config overrides key.path=value, e.g. train.epochs=3")
     r.add_argument("--manifest", help="CSV made by `medtasks prepare` (default: synthetic demo data)")
-    r.add_argument("--config", help="YAML config (default: configs/<task>.yaml, or .demo.yaml without --manifest)")
+    r.add_argument("--config", help="YAML config (default: the packaged <task>.yaml, or .demo.yaml without --manifest)")
     r.add_argument("--runs-dir", default="runs", help="parent of run directories (default: ./runs)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints/last.pt")
+
+    c = sub.add_parser("config", help="show where a task's config is, or write it resolved to a file to edit")
+    c.add_argument("task")
+    c.add_argument("--demo", action="store_true", help="the embedded default's demo profile")
+    c.add_argument("--out", help="write the resolved config here (stands alone: no base:, every key)")
 
     pr = sub.add_parser("prepare", help="dataset layout -> manifest CSV + rejected.csv")
     pr.add_argument("task")
@@ -81,8 +86,17 @@ def main(argv: list[str] | None = None) -> int:
 
             rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
                                   runs_dir=args.runs_dir, resume=args.resume)
-            print(run_summary(args.task, metrics))
-            print(f"\nreport: {(rd / 'report.html').resolve()}")
+            from medtasks.rundir import append_run_log
+
+            summary = f"{run_summary(args.task, metrics)}\n\nreport: {(rd / 'report.html').resolve()}"
+            print(summary)
+            append_run_log(rd, summary)
+        elif args.command == "config":
+            path = api.default_config(args.task, demo=args.demo)
+            if args.out:
+                print(f"config: {api.write_resolved_config(args.task, path, args.out)} (from {path})")
+            else:
+                print(path)
         elif args.command == "prepare":
             opts = {k: v for k, v in (("labels", args.labels), ("workers", args.workers)) if v is not None}
             res = api.prepare(args.task, args.source, args.out, **opts)

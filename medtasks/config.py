@@ -8,7 +8,7 @@ bool), and converts the result into the schema. Every error names the key path; 
 suggest the closest valid name.
 
 Example:
-    >>> cfg = load_config("configs/ich_classify.demo.yaml", IchConfig, ["train.epochs=2"])
+    >>> cfg = load_config("medtasks/configs/ich_classify.demo.yaml", IchConfig, ["train.epochs=2"])
     >>> cfg.train.epochs
     2
 """

@@ -1,5 +1,9 @@
 """Where medtasks finds its configs and writes its caches (environment variables first).
 
+The configs ship inside the package (``medtasks/configs/``, package data of the wheel) and are found
+with :mod:`importlib.resources`, so an installed medtasks works from any folder; ``$MEDTASKS_CONFIG_DIR``
+(or ``--config``) points at a folder of one's own.
+
 Example:
     >>> config_dir().name
     'configs'
@@ -8,14 +12,23 @@ Example:
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def package_config_dir() -> Path:
+    """The configs shipped with the package (``medtasks/configs``)."""
+    path = Path(str(resources.files("medtasks") / "configs"))
+    if not path.is_dir():  # e.g. a zipped install: the YAML files' ``base:`` needs real files
+        raise FileNotFoundError(f"{path}: the packaged configs are not a folder on disk; reinstall medtasks "
+                                f"unzipped (pip install) or set MEDTASKS_CONFIG_DIR to a folder of configs")
+    return path
 
 
 def config_dir() -> Path:
-    """The folder of ``<task>.yaml`` / ``<task>.demo.yaml`` (``$MEDTASKS_CONFIG_DIR`` overrides)."""
-    return Path(os.environ.get("MEDTASKS_CONFIG_DIR", REPO_ROOT / "configs"))
+    """The folder of ``<task>.yaml`` / ``<task>.demo.yaml``: ``$MEDTASKS_CONFIG_DIR``, else the packaged one."""
+    env = os.environ.get("MEDTASKS_CONFIG_DIR")
+    return Path(env) if env else package_config_dir()
 
 
 def cache_dir() -> Path:

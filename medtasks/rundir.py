@@ -10,6 +10,8 @@ runs/<task>/<timestamp>-<config-stem>/
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import logging.handlers
 import platform
 import subprocess
 import sys
@@ -94,3 +96,54 @@ class RunDir:
 
     def write_env(self, seed: int, device: str) -> None:
         write_json_atomic(self.path / "env.json", environment(seed, device))
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RunLog:
+    """``run.log``: the log lines a run prints (INFO and up, the ``medtasks`` loggers' and any other that
+    reaches the root logger), from the start of the run, in the run directory.
+
+    Lines logged before the run directory exists (synthesis, prepare) are held in memory and written
+    when :meth:`open` names the file; progress bars go to the terminal only (no redraws in the file).
+    A resumed run appends. Use as a context manager around the whole run.
+    """
+
+    def __init__(self) -> None:
+        self._held = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        self._held.setLevel(logging.INFO)
+        self._file: logging.FileHandler | None = None
+        self._medtasks = logging.getLogger("medtasks")
+        self._level = self._medtasks.level
+
+    def __enter__(self) -> RunLog:
+        if self._medtasks.getEffectiveLevel() > logging.INFO:  # the API without logging set up: keep INFO
+            self._medtasks.setLevel(logging.INFO)
+        logging.getLogger().addHandler(self._held)
+        return self
+
+    def open(self, path: str | Path) -> None:
+        """Start writing to ``path`` (appending), with everything held so far."""
+        self._file = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self._file.setLevel(logging.INFO)
+        self._file.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+        self._held.setTarget(self._file)
+        self._held.flush()
+        root = logging.getLogger()
+        root.removeHandler(self._held)
+        root.addHandler(self._file)
+
+    def __exit__(self, *exc: Any) -> None:
+        root = logging.getLogger()
+        for h in (self._held, self._file):
+            if h is not None:
+                root.removeHandler(h)
+                h.close()
+        self._medtasks.setLevel(self._level)
+
+
+def append_run_log(run: RunDir, text: str) -> None:
+    """Append ``text`` (e.g. the summary the CLI prints at the end) to ``run.log``."""
+    with open(run / "run.log", "a", encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n")

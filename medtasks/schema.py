@@ -1,7 +1,7 @@
 """Config sections shared by every task (each task's schema extends :class:`RunConfig`).
 
 Field defaults here are neutral engineering defaults; the source reports' numbers live in
-``configs/<task>.yaml``. Every field is documented by its comment; each run writes the resolved tree to
+``medtasks/configs/<task>.yaml``. Every field is documented by its comment; each run writes the resolved tree to
 ``config.resolved.yaml`` in its run directory.
 """
 
@@ -27,6 +27,27 @@ def parse_view(name: str) -> tuple[str, float]:
             pass
     raise ValueError(f"unknown TTA view {name!r}: use identity, hflip, vflip or rotate:<degrees>")
 
+
+
+TRACKERS = ("tensorboard", "mlflow")   # medtasks.engine.tracking
+
+
+def parse_track(value: str | None) -> tuple[str, ...]:
+    """``"tensorboard,mlflow"`` -> ``("tensorboard", "mlflow")``; ValueError names an unknown tracker."""
+    names = tuple(t.strip() for t in (value or "").split(",") if t.strip())
+    bad = [t for t in names if t not in TRACKERS]
+    if bad:
+        raise ValueError(f"unknown tracker(s) {bad}: use {' or '.join(TRACKERS)} (comma-separated for both)")
+    return names
+
+
+def check_trackers(names: tuple[str, ...]) -> None:
+    """ValueError with the fix when a tracker's package is not installed."""
+    import importlib.util
+
+    for t in names:
+        if importlib.util.find_spec(t) is None:
+            raise ValueError(f"track={t} needs the {t} package: pip install 'medtasks[track]' (or pip install {t})")
 
 
 @dataclass
@@ -110,7 +131,7 @@ class EvalConfig:
 class AugmentConfig:
     """Training-time augmentation (:func:`medtasks.transforms.augment.build_augmentation`); 0 / null = off.
 
-    Every switch defaults to off; the source reports' values live in ``configs/<task>.yaml``.
+    Every switch defaults to off; the source reports' values live in ``medtasks/configs/<task>.yaml``.
     """
 
     hflip: float = 0.0                      # probability
@@ -194,3 +215,13 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    # experiment tracking, off by default: tensorboard | mlflow | tensorboard,mlflow (medtasks.engine.tracking)
+    track: Optional[str] = None
+    # MLflow tracking URI; null = a SQLite store inside the run directory (nothing is sent anywhere)
+    track_uri: Optional[str] = None
+
+    def validate(self) -> None:
+        try:
+            check_trackers(parse_track(self.track))
+        except ValueError as exc:
+            raise ConfigError(f"track: {exc}") from None

@@ -71,7 +71,7 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "phe_detect.demo.yaml")
+    cfg = str(Path(__file__).resolve().parents[1] / "medtasks" / "configs" / "phe_detect.demo.yaml")
     overrides = [f"train.epochs={a.epochs}", f"detect.imgsz={a.imgsz}", f"train.batch_size={a.batch}",
                  "train.early_stopping_patience=0", "train.device=cpu"]
     results = []

@@ -33,6 +33,7 @@ from monai.handlers import LrScheduleHandler, ValidationHandler
 
 from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter, StreamingCollector
 from medtasks.engine.runtime import amp_enabled, engine_network
+from medtasks.engine.tracking import Tracking, attach_tracking
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class TrainingSpec:
             output (:class:`~medtasks.engine.handlers.StreamingCollector`; ``score_fn`` is then unused and
             ``val_loss`` is the mean of the per-batch losses).
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
+        tracking: TensorBoard / MLflow logging (:mod:`~medtasks.engine.tracking`); none by default.
     """
 
     network: torch.nn.Module
@@ -160,6 +162,7 @@ class TrainingSpec:
     stream_score: tuple[Callable, Callable] | None = None
     resume: bool = False
     progress: bool = True
+    tracking: Tracking = field(default_factory=Tracking)
 
 
 def fit(spec: TrainingSpec) -> FitResult:
@@ -267,11 +270,16 @@ def fit(spec: TrainingSpec) -> FitResult:
         log.info("resumed from %s at epoch %d", last_path, trainer.state.epoch)
         trainer.state.max_epochs = epochs
 
+    close_tracking = attach_tracking(spec.tracking, trainer, evaluator, run_dir,
+                                     lambda out: float(out["loss"].detach()))
     t0 = time.perf_counter()
-    if resume and trainer.state.epoch >= epochs:
-        log.info("run already trained %d of %d epochs; nothing to resume", trainer.state.epoch, epochs)
-    else:
-        trainer.run()
+    try:
+        if resume and trainer.state.epoch >= epochs:
+            log.info("run already trained %d of %d epochs; nothing to resume", trainer.state.epoch, epochs)
+        else:
+            trainer.run()
+    finally:
+        close_tracking()
     elapsed = time.perf_counter() - t0
     rows = history.rows
     scored = [r for r in rows if isinstance(r.get(monitor), float) and math.isfinite(r[monitor])]

@@ -36,11 +36,12 @@ from medtasks.config import config_hash
 from medtasks.data.manifest import Rejected, read_manifest
 from medtasks.data.splits import LEAKY_WARNING, assign_folds, assign_splits, patients_overlap
 from medtasks.engine.runtime import select_device
+from medtasks.engine.tracking import Tracking
 from medtasks.engine.trainer import FitResult, Precision, Schedule, TrainingSpec, build_optimizer, load_checkpoint
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.registry import TASKS
 from medtasks.rundir import RunDir
-from medtasks.schema import RunConfig
+from medtasks.schema import RunConfig, parse_track
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,16 @@ class Task(ABC):
                             val_loader=val_loader, run_dir=Path(run_dir), device=self.device(),
                             schedule=Schedule.from_config(self.cfg.train, self.cfg.scheduler),
                             precision=Precision.from_config(self.cfg.train), resume=resume, progress=progress,
-                            **extra)
+                            tracking=self.tracking(run_dir), **extra)
+
+    def tracking(self, run_dir: Path) -> Tracking:
+        """The ``track`` of the config for a training into ``run_dir`` (MLflow run: the run directory's name,
+        plus the fold or stage folder below it)."""
+        run_dir = Path(run_dir)
+        top = next((p for p in (run_dir, *run_dir.parents) if (p / "config.resolved.yaml").is_file()), run_dir)
+        name = top.name if top == run_dir else f"{top.name}/{run_dir.relative_to(top).as_posix()}"
+        return Tracking(trackers=parse_track(self.cfg.track), experiment=self.name, run_name=name,
+                        uri=self.cfg.track_uri)
 
     def eval_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``eval.split`` (re-indexed); a clear error when there are none."""

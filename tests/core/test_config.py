@@ -7,7 +7,7 @@ import pytest
 from medtasks.config import ConfigError, apply_overrides, load_config
 from medtasks.tasks.ich_classify.config import IchConfig
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "medtasks" / "configs"
 
 
 def test_paper_config_loads_with_report_numbers():

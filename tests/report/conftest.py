@@ -156,7 +156,7 @@ def make_run_dir(root: Path, *, synthetic: bool = True, kind: str = "multilabel"
     (run / "config.resolved.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"python": "3.11.2", "packages": {"torch": "2.4.0", "monai": "1.4.0", "numpy": "2.1.0"},
            "git_sha": "0123abc", "seed": seed, "device": "cpu",
-           "command": "medtasks run ich_classify --config configs/ich_classify.demo.yaml",
+           "command": "medtasks run ich_classify --config medtasks/configs/ich_classify.demo.yaml",
            "started": "2024-01-01T12:00:00"}
     (run / "env.json").write_text(json.dumps(env, indent=2))
 

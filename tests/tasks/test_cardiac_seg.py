@@ -18,7 +18,7 @@ from medtasks.tasks.cardiac_seg.config import CardiacSegConfig
 from medtasks.tasks.cardiac_seg.evaluate import patient_row
 from medtasks.tasks.cardiac_seg.infer import fuse
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cardiac_seg.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "cardiac_seg.demo.yaml"
 TINY = ["class12.epochs=1", "class12.steps_per_epoch=1", "class3.epochs=1", "class3.steps_per_epoch=1",
         "gate_model.epochs=1", "eval.n_boot=20", "data.split=[0.5,0.25,0.25]"]
 

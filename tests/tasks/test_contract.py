@@ -19,7 +19,6 @@ import yaml
 
 from medtasks import api
 from medtasks.config import load_config
-from medtasks.paths import REPO_ROOT
 from medtasks.registry import TASKS
 from medtasks.report import SECTIONS
 from medtasks.schema import RunConfig
@@ -29,6 +28,7 @@ from medtasks.tasks.kinds.classification import ClassificationTask
 api.list_tasks()  # registers every task
 NAMES = TASKS.names()
 PROFILES = yaml.safe_load((Path(__file__).with_name("tiny_profiles.yaml")).read_text())
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SEEDS = REPO_ROOT.parent / "shared" / "seeds"
 
 

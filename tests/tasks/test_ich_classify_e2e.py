@@ -16,7 +16,7 @@ from medtasks.synth.head_ct import generate_head_ct
 
 TINY = ["train.epochs=1", "train.batch_size=8", "input.size=64", "eval.n_boot=50", "eval.batch_size=16",
         "input.norm_samples=16", "data.split=[0.5,0.25,0.25]"]
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ich_classify.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "ich_classify.demo.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from medtasks import api
 from medtasks.synth.head_ct import generate_head_ct
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ich_classify.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "ich_classify.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "input.size=48", "eval.n_boot=20", "eval.batch_size=32",
         "input.norm_samples=16", "data.split=[0.6,0.2,0.2]", "cv.folds=3", "eval.tta=false",
         "input.context=0"]  # the 2-D case; seq_run below is the 2.5-D one

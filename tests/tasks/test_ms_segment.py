@@ -16,7 +16,7 @@ from medtasks import api
 from medtasks.models.ms_unet import MsUNet
 from medtasks.synth.ms_flair import generate_ms_flair
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ms_segment.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "ms_segment.demo.yaml"
 TINY = ["train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=8", "input.size=32", "model.base_channels=8",
         "model.max_channels=512", "eval.n_boot=20", "eval.batch_size=16", "data.split=[0.4,0.2,0.4]", "eval.overlays=2"]
 

@@ -25,7 +25,7 @@ from medtasks.tasks.phe_classify.config import PheClassifyConfig
 from medtasks.tasks.sources.phe_sich import PHE_LABEL_NOTE as LABEL_NOTE
 from medtasks.viz.gradcam import gradcam_grid, gradcam_maps
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_classify.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "phe_classify.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
         "eval.n_boot=20", "eval.batch_size=16", "data.split=[0.5,0.25,0.25]"]
 

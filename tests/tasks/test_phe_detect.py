@@ -17,7 +17,7 @@ from medtasks import api
 from medtasks.metrics.detection import ap_from_matches, average_precision, match_image
 
 _trap = getattr(np, "trapezoid", None) or np.trapz
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_detect.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "phe_detect.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "detect.imgsz=64", "detect.plots=false", "eval.n_boot=20",
         "eval.batch_size=8", "data.split=[0.5,0.25,0.25]", "eval.conf=0.0001"]
 

@@ -16,7 +16,7 @@ from medtasks.config import ConfigError, load_config
 from medtasks.tasks.phe_multilabel.config import PheMultilabelConfig
 from medtasks.tasks.phe_multilabel.task import LABEL_NOTE
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_multilabel.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "phe_multilabel.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
         "eval.n_boot=20", "eval.batch_size=16", "data.split=[0.5,0.25,0.25]"]
 LABELS = ["IVH", "IPH", "SAH"]

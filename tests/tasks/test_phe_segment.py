@@ -19,7 +19,7 @@ from medtasks.tasks.phe_segment.config import PheSegmentConfig
 from medtasks.tasks.phe_segment.task import LABEL_NOTE
 from medtasks.transforms.slicing import axial_slice, read_mask
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phe_segment.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "phe_segment.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
         "model.encoder=resnet18", "eval.n_boot=20", "eval.batch_size=16", "data.split=[0.5,0.25,0.25]",
         "train.steps_per_epoch=2"]

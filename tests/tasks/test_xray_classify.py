@@ -20,7 +20,7 @@ from medtasks.synth.chest_xray import generate_chest_xray
 from medtasks.tasks.xray_classify import XrayClassify
 from medtasks.tasks.xray_classify.config import XrayClassifyConfig
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "xray_classify.demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "xray_classify.demo.yaml"
 TINY = ["train.epochs=1", "train.batch_size=8", "train.threads=1", "input.size=64", "input.norm_samples=16",
         "eval.n_boot=20", "eval.batch_size=16", "gradcam.per_kind=2"]
 

@@ -1,4 +1,4 @@
-"""Config schema of ``cardiac_seg`` (values: ``configs/cardiac_seg.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``cardiac_seg`` (values: ``medtasks/configs/cardiac_seg.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ class CardiacSegConfig(RunConfig):
     stages: list[str] = field(default_factory=lambda: ["class12", "class3", "gate"])   # what `run` trains
 
     def validate(self) -> None:
+        super().validate()
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ConfigError(f"stages: choose from class12, class3, gate (got {self.stages})")

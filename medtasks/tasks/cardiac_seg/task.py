@@ -201,7 +201,8 @@ class CardiacSeg(Task):
                 network=model, optimizer=opt, loss_fn=loss,
                 train_loader=self.stage_loader(stage, df, "train", c.batch_size),
                 val_loader=self.stage_loader(stage, df, "val", 1), run_dir=run / stage, device=device,
-                schedule=schedule, precision=precision, resume=resume, progress=progress, **score_kw))
+                schedule=schedule, precision=precision, resume=resume, progress=progress,
+                tracking=self.tracking(run / stage), **score_kw))
         first = results.get("class12") or next(iter(results.values()))
         shutil.copyfile(first.history_path, run / "history.csv")
         self.state["stages"] = {s: {"best_epoch": r.best_epoch, "best_score": r.best_score, "epochs_run": r.epochs_run,

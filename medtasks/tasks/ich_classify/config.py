@@ -1,4 +1,4 @@
-"""Config schema of ``ich_classify`` (values: ``configs/ich_classify.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``ich_classify`` (values: ``medtasks/configs/ich_classify.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 
@@ -106,5 +106,6 @@ class IchConfig(RunConfig):
     synth: IchSynthConfig = field(default_factory=IchSynthConfig)
 
     def validate(self) -> None:
+        super().validate()
         if self.sequence.enabled and self.cv.folds < 2:
             raise ConfigError("sequence.enabled: the sequence head trains on out-of-fold outputs; set cv.folds >= 2")

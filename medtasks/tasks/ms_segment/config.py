@@ -1,4 +1,4 @@
-"""Config schema of ``ms_segment`` (values: ``configs/ms_segment.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``ms_segment`` (values: ``medtasks/configs/ms_segment.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 

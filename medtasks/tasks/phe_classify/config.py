@@ -1,4 +1,4 @@
-"""Config schema of ``phe_classify`` (values: ``configs/phe_classify.yaml`` and ``.demo.yaml``).
+"""Config schema of ``phe_classify`` (values: ``medtasks/configs/phe_classify.yaml`` and ``.demo.yaml``).
 
 Neutral defaults only; the source notes' numbers live in the YAML files, with their citations.
 """

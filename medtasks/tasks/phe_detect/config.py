@@ -1,4 +1,4 @@
-"""Config schema of ``phe_detect`` (values: ``configs/phe_detect.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``phe_detect`` (values: ``medtasks/configs/phe_detect.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 

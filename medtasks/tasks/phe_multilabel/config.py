@@ -1,4 +1,4 @@
-"""Config schema of ``phe_multilabel`` (values: ``configs/phe_multilabel.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``phe_multilabel`` (values: ``medtasks/configs/phe_multilabel.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 

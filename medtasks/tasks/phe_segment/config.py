@@ -1,4 +1,4 @@
-"""Config schema of ``phe_segment`` (values: ``configs/phe_segment.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``phe_segment`` (values: ``medtasks/configs/phe_segment.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config schema of ``xray_classify`` (values: ``configs/xray_classify.yaml`` and ``.demo.yaml``)."""
+"""Config schema of ``xray_classify`` (values: ``medtasks/configs/xray_classify.yaml`` and ``.demo.yaml``)."""
 
 from __future__ import annotations
 

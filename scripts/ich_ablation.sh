@@ -13,7 +13,9 @@ RUNS=${1:-runs/ablation}
 MT=${MEDTASKS:-medtasks}
 # The profile the task card's table was measured on (the demo profile before 2.5-D / cosine / bfloat16):
 PROFILE=(synth.n_patients=270 "data.split=[0.6,0.2,0.2]" train.epochs=6 scheduler.name=plateau train.early_stopping_patience=3 train.cpu_bf16=false
-         train.channels_last=false augment.noise_std=0.02 augment.erasing_prob=0.25 "augment.resized_crop_scale=[0.8,1.0]")
+         train.channels_last=false augment.noise_std=0.02 augment.erasing_prob=0.25 "augment.resized_crop_scale=[0.8,1.0]"
+         synth.matrix=256 input.size=128 model.backbone=resnet18 augment.rotate_deg=10 augment.brightness=0.1
+         augment.contrast=0.1)
 BASE=("${PROFILE[@]}" model.use_position=false sampling.per_class=null sampling.normal=null loss.mixup_alpha=0
       loss.label_smoothing=0 calibration.temperature=false calibration.thresholds=false eval.tta=false input.context=0)
 declare -a NAMES=() ARGS=()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -278,3 +279,10 @@ class ResampledAUC:
         if n_pos == 0 or n_neg == 0:
             raise ValueError("ROC-AUC undefined with a single class")  # bootstrap skips the replicate
         return float(pos @ (np.cumsum(neg) - 0.5 * neg) / (n_pos * n_neg))
+
+
+def fmt_value(x: Any, digits: int = 4) -> str:
+    """A metric for a log line: ``0.1234``, or ``n/a`` when it is undefined (None / NaN)."""
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    return f"{float(x):.{digits}f}"

@@ -91,6 +91,24 @@ def _resnet(depth: int) -> Callable[..., tuple[nn.Module, int]]:
     return build
 
 
+def _resnet10(in_channels: int = 3, pretrained: str | None = None, weights: str | None = None
+              ) -> tuple[nn.Module, int]:
+    """ResNet-10: torchvision's ``ResNet`` with one ``BasicBlock`` per stage (ResNet-18 has two), about half
+    its compute; from scratch only (no ImageNet weights exist), for the CPU demo profiles."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    if pretrained is not None:
+        raise WeightsError("resnet10 has no ImageNet weights; set model.pretrained=null or use resnet18/resnet50")
+    net = ResNet(BasicBlock, [1, 1, 1, 1], zero_init_residual=True)
+    if weights:
+        load_local_weights(net, weights)
+    if in_channels != 3:
+        net.conv1 = _replace_first_conv(net.conv1, in_channels)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
 def _efficientnet_b4(in_channels: int = 3, pretrained: str | None = None,
                     weights: str | None = None) -> tuple[nn.Module, int]:
     import torchvision.models as tvm
@@ -121,6 +139,7 @@ def _vgg16(in_channels: int = 3, pretrained: str | None = None, weights: str | N
     return net, dim
 
 
+BACKBONES.register("resnet10")(_resnet10)
 BACKBONES.register("resnet18")(_resnet(18))
 BACKBONES.register("resnet50")(_resnet(50))
 BACKBONES.register("efficientnet_b4")(_efficientnet_b4)

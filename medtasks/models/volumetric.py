@@ -1,4 +1,4 @@
-"""Registered 3-D networks (MONAI): SwinUNETR segmenters and the ResNet-10 volume classifier.
+"""Registered 3-D networks (MONAI): SwinUNETR and BasicUNet segmenters, the ResNet-10 volume classifier.
 
 Example:
     >>> net = MODELS.get("swinunetr")(in_channels=1, out_channels=2, feature_size=12)
@@ -25,6 +25,21 @@ def swinunetr(in_channels: int = 1, out_channels: int = 3, feature_size: int = 4
         raise ValueError(f"model.feature_size must be a multiple of 12 (SwinUNETR's heads), got {feature_size}")
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
                      use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate, spatial_dims=3)
+
+
+@MODELS.register("basic_unet_3d")
+def basic_unet_3d(in_channels: int = 1, out_channels: int = 3, feature_size: int = 16, use_checkpoint: bool = False,
+                  dropout: float = 0.0) -> nn.Module:
+    """MONAI ``BasicUNet`` (3-D), widths ``(f, f, 2f, 4f, 8f, f)`` for ``feature_size = f``: a small from-scratch
+    segmenter for CPU demos (inputs: multiples of 16 per side). ``use_checkpoint`` is accepted for the stage
+    API's sake and unused (the network is small)."""
+    from monai.networks.nets import BasicUNet
+
+    f = int(feature_size)
+    if f < 2:
+        raise ValueError(f"model feature_size must be >= 2, got {feature_size}")
+    return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                     features=(f, f, 2 * f, 4 * f, 8 * f, f), dropout=dropout)
 
 
 @MODELS.register("resnet10_3d")

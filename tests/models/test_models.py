@@ -8,7 +8,7 @@ from medtasks.models.backbones import WeightsError
 from medtasks.models.position_aware import PositionAwareClassifier
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "efficientnet_b4"])
+@pytest.mark.parametrize("backbone", ["resnet10", "resnet18", "resnet50", "efficientnet_b4"])
 @pytest.mark.parametrize("use_position", [True, False])
 def test_output_shape(backbone, use_position):
     net = PositionAwareClassifier(backbone, n_outputs=6, use_position=use_position).eval()
@@ -17,7 +17,8 @@ def test_output_shape(backbone, use_position):
     assert out.shape == (2, 6)
     assert (net.position is not None) == use_position
     assert (net.head[0].in_features
-            == {"resnet18": 512, "resnet50": 2048, "efficientnet_b4": 1792}[backbone] + 64 * use_position)
+            == {"resnet10": 512, "resnet18": 512, "resnet50": 2048, "efficientnet_b4": 1792}[backbone]
+            + 64 * use_position)
 
 
 def test_position_changes_output_only_with_position():
@@ -75,3 +76,24 @@ def test_resnet_from_scratch_starts_residual_blocks_at_identity() -> None:
         for block in layer:
             assert torch.count_nonzero(block.bn2.weight) == 0
     assert torch.count_nonzero(net.bn1.weight) > 0
+
+
+def test_resnet10_is_one_block_per_stage_and_from_scratch_only():
+    from medtasks.registry import BACKBONES
+
+    net, dim = BACKBONES.get("resnet10")(in_channels=9)
+    assert dim == 512 and net.conv1.in_channels == 9
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    r18, _ = BACKBONES.get("resnet18")()
+    assert sum(p.numel() for p in net.parameters()) < 0.75 * sum(p.numel() for p in r18.parameters())
+    with pytest.raises(WeightsError, match="no ImageNet weights"):
+        BACKBONES.get("resnet10")(pretrained="imagenet")
+
+
+def test_basic_unet_3d_widths_and_shape():
+    from medtasks.registry import MODELS
+
+    net = MODELS.get("basic_unet_3d")(in_channels=1, out_channels=3, feature_size=8).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, 32, 48, 32)).shape == (1, 3, 32, 48, 32)
+    assert net.conv_0.conv_0.conv.out_channels == 8 and net.down_4.convs.conv_0.conv.out_channels == 64

@@ -55,8 +55,12 @@ def test_patient_row_empty_class_rule() -> None:
 
 
 def test_config_checks() -> None:
-    with pytest.raises(ConfigError, match=r"class3\.patch"):
-        load_config(CONFIG, CardiacSegConfig, ["class3.patch=32"])
+    with pytest.raises(ConfigError, match=r"class3\.patch: SwinUNETR needs a multiple of 32"):
+        load_config(CONFIG, CardiacSegConfig, ["class3.model=swinunetr", "class3.feature_size=12", "class3.patch=32"])
+    with pytest.raises(ConfigError, match=r"class12\.patch: basic_unet_3d needs a multiple of 16"):
+        load_config(CONFIG, CardiacSegConfig, ["class12.patch=40"])
+    with pytest.raises(ConfigError, match=r"class12\.feature_size: a multiple of 12 for SwinUNETR"):
+        load_config(CONFIG, CardiacSegConfig, ["class12.model=swinunetr", "class12.patch=64"])
     with pytest.raises(ConfigError, match="stages"):
         load_config(CONFIG, CardiacSegConfig, ["stages=[class12,boxes]"])
 

@@ -16,7 +16,7 @@ STAGES = ("class12", "class3", "gate")
 class SegStageConfig:
     """One SwinUNETR branch: its network, patches, loss, optimiser and stopping rule."""
 
-    model: str = "swinunetr"                 # registered 3-D segmentation network (the report's SwinUNETR)
+    model: Literal["swinunetr", "basic_unet_3d"] = "swinunetr"   # the report's SwinUNETR; basic_unet_3d: CPU demos
     feature_size: int = 48
     patch: int = 96                          # cubic patch side (multiple of 32)
     num_samples: int = 2                     # patches drawn per volume per step (RandCropByLabelClassesd)
@@ -38,11 +38,15 @@ class SegStageConfig:
                                                      # (null = all; class3: the report trained "mostly on positives")
 
     def validate(self) -> None:
-        if self.patch < 64 or self.patch % 32:
-            raise ConfigError(f"patch: SwinUNETR needs a multiple of 32 of at least 64 (it downsamples 5 times), "
+        if self.model == "swinunetr":
+            if self.patch < 64 or self.patch % 32:
+                raise ConfigError(f"patch: SwinUNETR needs a multiple of 32 of at least 64 (it downsamples 5 times), "
+                                  f"got {self.patch}")
+            if self.feature_size % 12:
+                raise ConfigError(f"feature_size: a multiple of 12 for SwinUNETR, got {self.feature_size}")
+        elif self.patch < 32 or self.patch % 16:
+            raise ConfigError(f"patch: {self.model} needs a multiple of 16 of at least 32 (it downsamples 4 times), "
                               f"got {self.patch}")
-        if self.feature_size % 12:
-            raise ConfigError(f"feature_size: a multiple of 12, got {self.feature_size}")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from medtasks.engine.yolo import predict_yolo, train_yolo, validate_yolo
 from medtasks.io.atomic import copy_file_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from medtasks.io.images import read_grey
 from medtasks.io.voc import parse_boxes, voc_to_yolo, write_yolo_labels
-from medtasks.metrics.bootstrap import bootstrap_ci
+from medtasks.metrics.bootstrap import bootstrap_ci, fmt_value
 from medtasks.metrics.detection import ap_fn, ap_from_matches, match_image
 from medtasks.metrics.summary import binary_summary
 from medtasks.rundir import RunDir
@@ -209,8 +209,8 @@ def evaluate_detection(task: DetectionTask, run: RunDir, df: pd.DataFrame) -> di
     overlays = write_box_overlays(task, run, test, truths, dets, y, yp, score)
     headline = {"ap50": ap50, "map50_95": ap_all,
                 **{f"image_{k}": image["headline"][k] for k in IMAGE_HEADLINE if k in image["headline"]}}
-    log.info("%s %s: AP50 %.4f (ultralytics mAP50 %.4f), mAP50-95 %.4f (ultralytics %.4f); image accuracy %.4f",
-             task.name, split, ap50["value"], ul["map50"], ap_all["value"], ul["map50_95"], image["accuracy"])
+    log.info("%s %s: AP50 %s (ultralytics mAP50 %s), mAP50-95 %s (ultralytics %s); image accuracy %s", task.name,
+             split, *map(fmt_value, (ap50["value"], ul["map50"], ap_all["value"], ul["map50_95"], image["accuracy"])))
     ul["pr_curve"] = _thin(ul.get("pr_curve") or {})
     return {"split": split, "n": int(len(test)), "n_patients": int(len(set(groups))),
             "n_boxes_true": int(sum(len(b) for b in truths)), "conf": e.conf, "val_conf": e.val_conf,

@@ -29,6 +29,7 @@ import torch
 from medtasks.engine.inference import run_inference
 from medtasks.engine.trainer import FitResult, fit
 from medtasks.io.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from medtasks.metrics.bootstrap import fmt_value
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.rundir import RunDir
 from medtasks.tasks.kinds.network import NetworkTask
@@ -178,9 +179,9 @@ class SegmentationTask(NetworkTask):
         metrics["overlays"] = self.write_overlays(run, model, test_df, preds)
         write_json_atomic(run / "metrics.json", metrics)
         h = summary["headline"]
-        log.info("%s %s: pooled Dice %.4f, per-patient Dice %.4f, per-image Dice (lesion slices) %s", self.name, split,
-                 h["pooled_dice"]["value"], h["per_patient_dice"]["value"],
-                 f"{h['per_image_dice']['value']:.4f}" if "per_image_dice" in h else "n/a")
+        log.info("%s %s: pooled Dice %s, per-patient Dice %s, per-image Dice (lesion slices) %s", self.name, split,
+                 fmt_value(h["pooled_dice"]["value"]), fmt_value(h["per_patient_dice"]["value"]),
+                 fmt_value(h["per_image_dice"]["value"]) if "per_image_dice" in h else "n/a")
         return metrics
 
     def write_overlays(self, run: RunDir, model: torch.nn.Module, test_df: pd.DataFrame,

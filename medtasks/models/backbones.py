@@ -72,6 +72,27 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
     log.info("loaded %d tensors from %s (%d left at init: %s)", len(usable), path, len(missing), missing[:4])
 
 
+def check_backbone(name: str) -> None:
+    """``ConfigError`` naming the closest registered backbones when ``name`` is not one (config validation)."""
+    from medtasks.config import ConfigError
+    from medtasks.registry import did_you_mean
+
+    if name not in BACKBONES:
+        raise ConfigError(f"backbone: unknown backbone {name!r}.{did_you_mean(name, BACKBONES.names())}")
+
+
+def _headless_resnet(net: nn.Module, in_channels: int, weights: str | None) -> tuple[nn.Module, int]:
+    """A torchvision ResNet with local ``weights`` loaded, its first convolution for ``in_channels`` and no
+    classifier; returns it and its feature size."""
+    if weights:
+        load_local_weights(net, weights)
+    if in_channels != 3:
+        net.conv1 = _replace_first_conv(net.conv1, in_channels)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
 def _resnet(depth: int) -> Callable[..., tuple[nn.Module, int]]:
     def build(in_channels: int = 3, pretrained: str | None = None, weights: str | None = None) -> tuple[nn.Module, int]:
         import torchvision.models as tvm
@@ -80,13 +101,7 @@ def _resnet(depth: int) -> Callable[..., tuple[nn.Module, int]]:
         # begins as the identity, which lets a ResNet learn from a few thousand slices in a few epochs.
         net = _torchvision(f"resnet{depth}", getattr(tvm, f"resnet{depth}"), f"ResNet{depth}_Weights", pretrained,
                            zero_init_residual=True)
-        if weights:
-            load_local_weights(net, weights)
-        if in_channels != 3:
-            net.conv1 = _replace_first_conv(net.conv1, in_channels)
-        dim = net.fc.in_features
-        net.fc = nn.Identity()
-        return net, dim
+        return _headless_resnet(net, in_channels, weights)
 
     return build
 
@@ -99,14 +114,7 @@ def _resnet10(in_channels: int = 3, pretrained: str | None = None, weights: str 
 
     if pretrained is not None:
         raise WeightsError("resnet10 has no ImageNet weights; set model.pretrained=null or use resnet18/resnet50")
-    net = ResNet(BasicBlock, [1, 1, 1, 1], zero_init_residual=True)
-    if weights:
-        load_local_weights(net, weights)
-    if in_channels != 3:
-        net.conv1 = _replace_first_conv(net.conv1, in_channels)
-    dim = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, dim
+    return _headless_resnet(ResNet(BasicBlock, [1, 1, 1, 1], zero_init_residual=True), in_channels, weights)
 
 
 def _efficientnet_b4(in_channels: int = 3, pretrained: str | None = None,

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from medtasks.config import ConfigError
-from medtasks.registry import BACKBONES, did_you_mean
 from medtasks.schema import AugmentConfig, RunConfig
 
 LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
@@ -24,11 +23,9 @@ class IchModelConfig:
     weights: Optional[str] = None           # local state-dict file (torchvision layout)
 
     def validate(self) -> None:
-        import medtasks.models  # noqa: F401  (registers the backbones)
+        from medtasks.models.backbones import check_backbone
 
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}."
-                              f"{did_you_mean(self.backbone, BACKBONES.names())}")
+        check_backbone(self.backbone)
 
 
 @dataclass

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from medtasks.config import ConfigError
-from medtasks.registry import BACKBONES, did_you_mean
 from medtasks.schema import AugmentConfig, RunConfig
 
 
@@ -20,11 +19,9 @@ class GreyModelConfig:
     weights: Optional[str] = None           # local state-dict file (torchvision layout)
 
     def validate(self) -> None:
-        import medtasks.models  # noqa: F401  (registers the backbones)
+        from medtasks.models.backbones import check_backbone
 
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {self.backbone!r}."
-                              f"{did_you_mean(self.backbone, BACKBONES.names())}")
+        check_backbone(self.backbone)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout}")
 

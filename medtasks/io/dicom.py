@@ -314,10 +314,12 @@ def read_stored(path_or_ds: str | os.PathLike[str] | Dataset,
                 modality: str | None = "CT") -> tuple[np.ndarray, float, float]:
     """Read one 2-D slice as stored values and the linear map to HU: ``HU = pixels * slope + intercept``.
 
-    The RSNA wrap-around is already undone (:func:`fix_wrapped_pixels`: the returned pixels are
-    then int32 and the intercept -1000). Pipelines that resample before windowing use this to
-    apply the HU map after resampling, on the smaller image (resampling is linear, so the order
-    does not change the values beyond float32 rounding); :func:`read_hu` applies it directly.
+    The RSNA wrap-around is already undone where it is that quirk (CT, slope 1; :func:`fix_wrapped_pixels`:
+    the returned pixels are then int32 and the intercept -1000); a Modality LUT Sequence (no rescale tags)
+    is applied with pydicom's ``apply_modality_lut`` (float32 HU, slope 1, intercept 0). Pipelines that
+    resample before windowing use this to apply the HU map after resampling, on the smaller image
+    (resampling is linear, so the order does not change the values beyond float32 rounding);
+    :func:`read_hu` applies it directly.
 
     Raises:
         DicomReadError: with the reason code of the failure.
@@ -352,10 +354,18 @@ def read_stored(path_or_ds: str | os.PathLike[str] | Dataset,
 
     slope = _float_or_none(_raw_value(ds, "RescaleSlope"))
     intercept = _float_or_none(_raw_value(ds, "RescaleIntercept"))
+    if slope is None and intercept is None and "ModalityLUTSequence" in ds:
+        # A Modality LUT instead of the linear rescale: pydicom applies it (the values are then HU already).
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32), 1.0, 0.0
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
-    # Intercept first: the other two tags are only looked up for candidate files.
-    if intercept > -100 and _needs_wrap_fix(ds.get("PixelRepresentation"), ds.get("BitsStored"), intercept):
+    # The RSNA quirk only: CT, slope 1, unsigned 12-bit with an intercept near 0 (an MR slice with another
+    # slope, say, is left as stored). Intercept first: the other tags are only looked up for candidate files.
+    if (intercept > -100 and slope == 1.0 and _needs_wrap_fix(ds.get("PixelRepresentation"), ds.get("BitsStored"),
+                                                              intercept)
+            and str(_raw_value(ds, "Modality") or "").strip().upper() == "CT"):
         pixels, intercept = fix_wrapped_pixels(pixels, 0, 12, intercept)
     return pixels, slope, intercept
 

@@ -86,6 +86,40 @@ def test_read_hu_wrapped_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(hu, [[-1000, 40], [-1, 0]])
 
 
+def test_wrap_fix_is_only_the_rsna_ct_quirk(tmp_path: Path) -> None:
+    """Counter-examples: an MR slice with slope 3.77 and a CT slice with slope 2 are unsigned 12-bit with an
+    intercept near 0 too, but they are not wrapped: their stored values go through the rescale unchanged."""
+    stored = np.array([[3096, 40], [4095, 0]], dtype=np.uint16)
+    mr = write_ct(tmp_path / "mr.dcm", stored, BitsStored=12, HighBit=11, RescaleIntercept=0, RescaleSlope=3.77,
+                  Modality="MR")
+    np.testing.assert_allclose(read_hu(mr, modality=None), stored.astype(np.float32) * np.float32(3.77), rtol=1e-6)
+    ct2 = write_ct(tmp_path / "ct2.dcm", stored, BitsStored=12, HighBit=11, RescaleIntercept=0, RescaleSlope=2)
+    np.testing.assert_array_equal(read_hu(ct2), stored.astype(np.float32) * 2)
+    mr1 = write_ct(tmp_path / "mr1.dcm", stored, BitsStored=12, HighBit=11, RescaleIntercept=0, Modality="MR")
+    np.testing.assert_array_equal(read_hu(mr1, modality=None), stored.astype(np.float32))
+    # ... while the RSNA case itself (CT, slope 1) is still fixed
+    np.testing.assert_array_equal(read_hu(write_ct(tmp_path / "rsna.dcm", stored, BitsStored=12, HighBit=11,
+                                                   RescaleIntercept=0)), [[-1000, 40], [-1, 0]])
+
+
+def test_modality_lut_sequence_is_applied(tmp_path: Path) -> None:
+    """No RescaleSlope / RescaleIntercept but a Modality LUT Sequence: HU come from the LUT, by hand."""
+    stored = np.array([[0, 1], [2, 5]], dtype=np.uint16)        # 5 is past the table: clamps to its last entry
+    path = write_ct(tmp_path / "lut.dcm", stored, RescaleSlope=None, RescaleIntercept=None)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])                   # LUTDescriptor: 4 entries from stored 0, 16 bits
+    item.ModalityLUTType = "HU"
+    item.add_new(0x00283006, "US", [0, 1000, 2024, 3000])        # LUTData
+    ds.ModalityLUTSequence = [item]
+    ds.save_as(path, enforce_file_format=True)
+    from pydicom.pixels import apply_modality_lut
+
+    expected = apply_modality_lut(stored, pydicom.dcmread(path)).astype(np.float32)
+    assert expected.tolist() == [[0, 1000], [2024, 3000]]
+    np.testing.assert_array_equal(read_hu(path), expected)
+
+
 def test_read_hu_signed_with_slope_and_intercept(tmp_path: Path) -> None:
     stored = np.array([[-2000, 0], [512, 1024]], dtype=np.int16)
     path = write_ct(tmp_path / "signed.dcm", stored, RescaleSlope=2, RescaleIntercept=-1024)

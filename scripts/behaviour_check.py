@@ -7,8 +7,8 @@ Timing fields (seconds, train_time_s, ultralytics speed_ms, ...) and run-directo
 are left out; everything else must be equal, float for float.
 
 Usage:
-    python scripts/behaviour_check.py --out /tmp/before.json            # record
-    python scripts/behaviour_check.py --against /tmp/before.json        # compare (exit 1 on a difference)
+    python scripts/behaviour_check.py --out before.json            # record
+    python scripts/behaviour_check.py --against before.json        # compare (exit 1 on a difference)
     python scripts/behaviour_check.py --tasks phe_classify ms_segment --out x.json
 
 The tiny profiles are ``tests/tasks/tiny_profiles.yaml``.

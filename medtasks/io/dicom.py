@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from medtasks.io.dicom_pixels import native_pixels as _native_pixels
+from medtasks.io.hu import fix_wrapped_pixels, hu_map, stored_to_hu
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -267,48 +268,6 @@ def read_header(
     }
 
 
-def _needs_wrap_fix(pixel_representation: int | None, bits_stored: int | None, intercept: float) -> bool:
-    return pixel_representation == 0 and bits_stored == 12 and intercept > -100
-
-
-def _unwrap_inplace(pixels: np.ndarray) -> None:
-    pixels += 1000
-    # Multiplying by the boolean mask is ~20x faster than masked assignment p[p >= 4096] -= 4096.
-    pixels -= (pixels >= 4096) * pixels.dtype.type(4096)
-
-
-def fix_wrapped_pixels(
-    pixels: np.ndarray, pixel_representation: int, bits_stored: int, intercept: float
-) -> tuple[np.ndarray, float]:
-    """Undo the RSNA ICH wrap-around of unsigned 12-bit pixels.
-
-    Some RSNA slices store signed values as unsigned 12-bit with an intercept near 0,
-    so air wraps to ~3096. The widely used public fix: when PixelRepresentation is 0,
-    BitsStored is 12 and RescaleIntercept > -100, add 1000, subtract 4096 from values
-    >= 4096 and use intercept -1000. Other files are returned unchanged.
-
-    Args:
-        pixels: Stored pixel values (not modified).
-        pixel_representation: DICOM PixelRepresentation (0 unsigned, 1 signed).
-        bits_stored: DICOM BitsStored.
-        intercept: DICOM RescaleIntercept.
-
-    Returns:
-        ``(pixels, intercept)`` to use for ``HU = pixels * slope + intercept``. Fixed
-        integer input comes back as int32 (no overflow), float input keeps its dtype.
-
-    Example:
-        >>> px, b = fix_wrapped_pixels(np.array([3096, 40], np.uint16), 0, 12, 0.0)
-        >>> (px + int(b)).tolist()
-        [-1000, 40]
-    """
-    if not _needs_wrap_fix(pixel_representation, bits_stored, intercept):
-        return pixels, intercept
-    out = pixels.astype(np.int32 if np.issubdtype(pixels.dtype, np.integer) else pixels.dtype)
-    _unwrap_inplace(out)
-    return out, -1000.0
-
-
 @_lenient
 def read_stored(path_or_ds: str | os.PathLike[str] | Dataset,
                 modality: str | None = "CT") -> tuple[np.ndarray, float, float]:
@@ -352,22 +311,8 @@ def read_stored(path_or_ds: str | os.PathLike[str] | Dataset,
     if pixels.ndim != 2:
         raise DicomReadError(path, "bad_shape", f"decoded pixel array has shape {pixels.shape}, expected (rows, cols)")
 
-    slope = _float_or_none(_raw_value(ds, "RescaleSlope"))
-    intercept = _float_or_none(_raw_value(ds, "RescaleIntercept"))
-    if slope is None and intercept is None and "ModalityLUTSequence" in ds:
-        # A Modality LUT instead of the linear rescale: pydicom applies it (the values are then HU already).
-        from pydicom.pixels import apply_modality_lut
-
-        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32), 1.0, 0.0
-    slope = 1.0 if slope is None else slope
-    intercept = 0.0 if intercept is None else intercept
-    # The RSNA quirk only: CT, slope 1, unsigned 12-bit with an intercept near 0 (an MR slice with another
-    # slope, say, is left as stored). Intercept first: the other tags are only looked up for candidate files.
-    if (intercept > -100 and slope == 1.0 and _needs_wrap_fix(ds.get("PixelRepresentation"), ds.get("BitsStored"),
-                                                              intercept)
-            and str(_raw_value(ds, "Modality") or "").strip().upper() == "CT"):
-        pixels, intercept = fix_wrapped_pixels(pixels, 0, 12, intercept)
-    return pixels, slope, intercept
+    return hu_map(ds, pixels, _float_or_none(_raw_value(ds, "RescaleSlope")),
+                  _float_or_none(_raw_value(ds, "RescaleIntercept")), str(_raw_value(ds, "Modality") or ""))
 
 
 def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None = "CT") -> np.ndarray:
@@ -395,15 +340,3 @@ def read_hu(path_or_ds: str | os.PathLike[str] | Dataset, modality: str | None =
     """
     pixels, slope, intercept = read_stored(path_or_ds, modality)
     return stored_to_hu(pixels, slope, intercept)
-
-
-def stored_to_hu(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    """``pixels * slope + intercept`` as float32, the conversion fused with the first arithmetic step."""
-    if slope != 1.0:
-        hu = np.multiply(pixels, np.float32(slope), dtype=np.float32)
-        if intercept != 0.0:
-            hu += np.float32(intercept)
-        return hu
-    if intercept != 0.0:
-        return np.add(pixels, np.float32(intercept), dtype=np.float32)
-    return pixels.astype(np.float32)

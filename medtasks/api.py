@@ -49,14 +49,28 @@ def default_config(task: str, demo: bool) -> Path:
     return path
 
 
-def write_resolved_config(task_name: str, path: str | Path, out: str | Path) -> Path:
+def protocol_overlay(task: str, protocol: str | None) -> list[Path]:
+    """``[<task>.<protocol>.yaml]`` from :func:`config_dir` (``protocol=report``: the source report's own
+    protocol); ``[]`` for ``None`` / ``medtasks``. A clear error names the profiles that exist."""
+    if protocol in (None, "medtasks"):
+        return []
+    path = config_dir() / f"{task}.{protocol}.yaml"
+    if not path.is_file():
+        have = sorted(p.name.split(".")[1] for p in config_dir().glob(f"{task}.*.yaml")
+                      if p.name.count(".") == 2 and p.name.split(".")[1] != "demo")
+        raise FileNotFoundError(f"{path} not found: {task} has no {protocol!r} protocol profile "
+                                f"(protocol profiles of {task}: {', '.join(have) or 'none'})")
+    return [path]
+
+
+def write_resolved_config(task_name: str, path: str | Path, out: str | Path, protocol: str | None = None) -> Path:
     """``path`` with its ``base:`` chain and every default resolved, written to ``out`` as a YAML of one's own
     (then ``medtasks run <task> --config <out>``)."""
     from medtasks.config import dump_yaml
     from medtasks.io.atomic import write_text_atomic
 
     cls = get_task_class(task_name)
-    data = to_dict(load_config(path, cls.Config))
+    data = to_dict(load_config(path, cls.Config, overlays=protocol_overlay(task_name, protocol)))
     return write_text_atomic(out, dump_yaml(data))
 
 
@@ -75,18 +89,19 @@ def task_from_run(run: RunDir) -> Task:
 
 def run(task_name: str, manifest: str | Path | None = None, config: str | Path | None = None,
         overrides: Sequence[str] = (), runs_dir: str | Path = "runs", resume: str | Path | None = None,
-        progress: bool = True) -> tuple[RunDir, dict[str, Any]]:
+        progress: bool = True, protocol: str | None = None) -> tuple[RunDir, dict[str, Any]]:
     """Train, evaluate and report one task; returns the run directory and metrics.
 
     No manifest (and none in the config) -> the embedded synthetic default with the demo profile.
+    ``protocol="report"`` lays ``<task>.report.yaml`` (the source report's protocol) over the config.
     """
     with RunLog() as run_log:
-        return _run(run_log, task_name, manifest, config, overrides, runs_dir, resume, progress)
+        return _run(run_log, task_name, manifest, config, overrides, runs_dir, resume, progress, protocol)
 
 
 def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: str | Path | None,
          overrides: Sequence[str], runs_dir: str | Path, resume: str | Path | None,
-         progress: bool) -> tuple[RunDir, dict[str, Any]]:
+         progress: bool, protocol: str | None = None) -> tuple[RunDir, dict[str, Any]]:
     from medtasks.engine.runtime import seed_everything, select_device, set_threads
     from medtasks.report import render_report
 
@@ -104,7 +119,8 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
     else:
         demo = manifest is None
         cfg_path = Path(config) if config else default_config(task_name, demo=demo)
-        cfg = load_config(cfg_path, cls.Config, overrides)
+        overlays = protocol_overlay(task_name, protocol)
+        cfg = load_config(cfg_path, cls.Config, overrides, overlays=overlays)
         if cfg.task != task_name:
             raise ValueError(f"{cfg_path} is a config for task {cfg.task!r}, not {task_name!r}")
         if manifest is not None:
@@ -120,7 +136,8 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
         else:
             manifest_path = Path(cfg.data.manifest)
             rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
-        rd = RunDir.create(runs_dir, task_name, cfg_path.name.removesuffix(".yaml").replace(".", "-"))
+        profile = "-".join([cfg_path.name.removesuffix(".yaml")] + [o.name.split(".")[1] for o in overlays])
+        rd = RunDir.create(runs_dir, task_name, profile.replace(".", "-"))
         run_log.open(rd / "run.log")
         rd.write_config(resolved_dict(task))
         rd.write_env(cfg.seed, str(select_device(cfg.train.device)))

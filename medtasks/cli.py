@@ -23,11 +23,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML config (default: the packaged <task>.yaml, or .demo.yaml without --manifest)")
     r.add_argument("--runs-dir", default="runs", help="parent of run directories (default: ./runs)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints/last.pt")
+    r.add_argument("--protocol", choices=("medtasks", "report"), default=None,
+                   help="report: the source report's own evaluation protocol (configs/<task>.report.yaml laid over "
+                        "the config), flaws included and marked on the report; default: medtasks' held-out protocol")
 
     c = sub.add_parser("config", help="show where a task's config is, or write it resolved to a file to edit")
     c.add_argument("task")
     c.add_argument("--demo", action="store_true", help="the embedded default's demo profile")
     c.add_argument("--out", help="write the resolved config here (stands alone: no base:, every key)")
+    c.add_argument("--protocol", choices=("medtasks", "report"), default=None,
+                   help="report: with the source report's protocol profile laid over it")
 
     pr = sub.add_parser("prepare", help="dataset layout -> manifest CSV + rejected.csv")
     pr.add_argument("task")
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             from medtasks.report.text import run_summary
 
             rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
-                                  runs_dir=args.runs_dir, resume=args.resume)
+                                  runs_dir=args.runs_dir, resume=args.resume, protocol=args.protocol)
             from medtasks.rundir import append_run_log
 
             summary = f"{run_summary(args.task, metrics)}\n\nreport: {(rd / 'report.html').resolve()}"
@@ -93,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             append_run_log(rd, summary)
         elif args.command == "config":
             path = api.default_config(args.task, demo=args.demo)
+            overlays = api.protocol_overlay(args.task, args.protocol)
             if args.out:
-                print(f"config: {api.write_resolved_config(args.task, path, args.out)} (from {path})")
+                out = api.write_resolved_config(args.task, path, args.out, protocol=args.protocol)
+                print(f"config: {out} (from {' + '.join(str(p) for p in [path, *overlays])})")
             else:
-                print(path)
+                print("\n".join(str(p) for p in [path, *overlays]))
         elif args.command == "prepare":
             opts = {k: v for k, v in (("labels", args.labels), ("workers", args.workers)) if v is not None}
             res = api.prepare(args.task, args.source, args.out, **opts)

@@ -224,18 +224,28 @@ def config_hash(cfg: Any) -> str:
 
 
 def load_config(path: str | Path | None, schema: type, overrides: Sequence[str] = (),
-                defaults: Mapping[str, Any] | None = None) -> Any:
-    """Read ``path`` (with ``base:``), merge over ``defaults``, apply ``overrides``, validate.
+                defaults: Mapping[str, Any] | None = None, overlays: Sequence[str | Path] = ()) -> Any:
+    """Read ``path`` (with ``base:``), merge over ``defaults``, then each of ``overlays``, apply
+    ``overrides``, validate.
 
     Args:
         path: YAML file, or None for ``defaults`` alone.
         schema: the task's config dataclass.
         overrides: ``key.path=value`` strings from the command line.
         defaults: a dict merged under the file (e.g. values the API fills in).
+        overlays: YAML files whose own keys (their ``base:`` ignored) merge over ``path``'s: a protocol
+            profile (``<task>.report.yaml``) laid over the demo profile, so the report's protocol runs on
+            the synthetic default at the demo's size.
     """
     data: dict = dict(defaults or {})
     if path is not None:
         data = deep_merge(data, read_yaml_chain(path))
+    for overlay in overlays:
+        own = yaml.safe_load(Path(overlay).read_text(encoding="utf-8")) or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{overlay}: expected a mapping at the top level")
+        own.pop("base", None)
+        data = deep_merge(data, own)
     data = apply_overrides(data, overrides)
     return from_dict(schema, data)
 

@@ -109,10 +109,11 @@ class EvalConfig:
     n_boot: int = 1000                      # bootstrap replicates for the 95% CIs (resampled by patient)
     ci: float = 0.95
     calibration_bins: int = 15
-    # test-time augmentation at evaluate/calibrate/predict: mean logits over views
+    # test-time augmentation at evaluate/calibrate/predict: the mean over the original + tta_views
     tta: bool = False
-    # + the original
     tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])
+    # prob: the mean of the views' probabilities (the ich report, l.29/l.533); logit: the mean logit
+    tta_average: Literal["prob", "logit"] = "prob"
 
     tta_supported: ClassVar[bool] = True    # kinds whose outputs cannot be averaged over flipped views set False
 
@@ -177,6 +178,9 @@ class SamplingConfig:
     normal: Optional[int] = None            # normal slices kept (report: 10000)
     normal_ratio: Optional[float] = None    # or normals = ratio x positives drawn
     replace: bool = False                   # oversample labels with fewer than per_class positives
+    # train: balance the training split only (validation keeps the population prevalence the calibration
+    # needs); train_val: balance training + validation together, as the ich report (l.121-123)
+    scope: Literal["train", "train_val"] = "train"
 
     @property
     def enabled(self) -> bool:
@@ -204,6 +208,29 @@ class CVConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """Which evaluation protocol a run follows. ``medtasks``: patient-grouped, held-out evaluation (the
+    default). ``report``: the source report's own protocol (``configs/<task>.report.yaml``), flaws included,
+    so that a user can check that they get the published numbers; every ``departures`` line becomes a
+    warning in metrics.json and on the report, as a leaky split does."""
+
+    name: Literal["medtasks", "report"] = "medtasks"
+    reproduces: str = ""                    # one line: what this profile reproduces (report section, l.)
+    departures: list[str] = field(default_factory=list)  # how it departs from held-out, patient-grouped evaluation
+
+    def validate(self) -> None:
+        if self.name == "report" and not self.departures:
+            raise ConfigError("protocol.name=report: list the protocol's departures from held-out, patient-grouped "
+                              "evaluation in protocol.departures (they are shown on the report)")
+
+    def warnings(self) -> list[str]:
+        if self.name == "medtasks":
+            return []
+        head = f"report protocol ({self.reproduces})" if self.reproduces else "report protocol"
+        return [f"{head}: {d}" for d in self.departures]
+
+
+@dataclass
 class RunConfig:
     task: str = ""
     seed: int = 42
@@ -215,6 +242,7 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     # experiment tracking, off by default: tensorboard | mlflow | tensorboard,mlflow (medtasks.engine.tracking)
     track: Optional[str] = None
     # MLflow tracking URI; null = a SQLite store inside the run directory (nothing is sent anywhere)

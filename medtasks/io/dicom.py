@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
+from medtasks.io.dicom_geometry import slice_normal, slice_position
 from medtasks.io.dicom_pixels import native_pixels as _native_pixels
 from medtasks.io.hu import fix_wrapped_pixels, hu_map, stored_to_hu
 
@@ -191,6 +192,19 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+def _slice_z(position: Any, orientation: Any) -> float | None:
+    """Position along the slice normal (:mod:`medtasks.io.dicom_geometry`); ``IPP[2]`` when IOP is absent or
+    unusable; ``None`` without a usable IPP."""
+    if position is None or len(position) < 3:
+        return None
+    if orientation is not None:
+        try:
+            return slice_position(slice_normal(orientation), position)
+        except ValueError:
+            pass  # unusable IOP: the axial assumption is all that is left
+    return _float_or_none(position[2])
+
+
 @_lenient
 def read_header(
     path: str | os.PathLike[str], modality: str | None = "CT", require_position: bool = True
@@ -208,6 +222,11 @@ def read_header(
         modality: Required Modality (case-insensitive); ``None`` accepts any.
         require_position: Raise ``missing_tag`` when ImagePositionPatient is absent
             (needed to order slices by z); otherwise ``z`` is ``None``.
+
+    ``z`` is the slice position (mm) along the plane normal ``cross(row, column cosine)`` of
+    ImageOrientationPatient, ``dot(normal, ImagePositionPatient)``: the same number as ``IPP[2]`` for an
+    axial series, and the right slice order for an oblique (gantry-tilted) one, where ``IPP[2]`` is not.
+    Without a usable ImageOrientationPatient it falls back to ``IPP[2]``.
 
     Returns:
         Dict with keys ``path, sop_instance_uid, series_instance_uid,
@@ -245,8 +264,7 @@ def read_header(
     rows, cols = ds.get("Rows"), ds.get("Columns")
     if rows is None or cols is None:
         raise DicomReadError(spath, "missing_tag", "no Rows/Columns")
-    position = ds.get("ImagePositionPatient")
-    z = _float_or_none(position[2]) if position is not None and len(position) >= 3 else None
+    z = _slice_z(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"))
     if z is None and require_position:
         raise DicomReadError(spath, "missing_tag", "no usable ImagePositionPatient (needed for slice order)")
     spacing = ds.get("PixelSpacing")

@@ -29,6 +29,33 @@ def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, class_w
     return ((bce * w).sum(dim=1) / w.sum()).mean()
 
 
+def prevalence_pos_weight(labels, names: Sequence[str] | None = None) -> list[float]:
+    """Per-label ``BCEWithLogitsLoss`` pos_weight = negatives / positives of the (N, C) 0/1 ``labels``:
+    each label's positives then weigh as much as its negatives in the loss (the minority-class weighting of
+    the ich report, l.263-265). Rounded to 4 digits (saved in ``task_state.json``).
+
+    Raises:
+        ValueError: a label with no positive (or no negative) row, naming it: its weight is undefined.
+
+    Example:
+        >>> prevalence_pos_weight([[1, 0], [0, 0], [0, 1], [0, 1]])
+        [3.0, 1.0]
+    """
+    import numpy as np
+
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] == 0:
+        raise ValueError(f"expected (N, C) labels, got shape {y.shape}")
+    pos = (y >= 0.5).sum(axis=0)
+    neg = y.shape[0] - pos
+    names = list(names) if names is not None else [str(j) for j in range(y.shape[1])]
+    bad = [names[j] for j in range(y.shape[1]) if pos[j] == 0 or neg[j] == 0]
+    if bad:
+        raise ValueError(f"loss.pos_weight=prevalence: label(s) {', '.join(bad)} have no positive or no negative "
+                         f"training row, so negatives/positives is undefined; give loss.pos_weight as a list")
+    return [round(float(n / p), 4) for n, p in zip(neg, pos)]
+
+
 @LOSSES.register("weighted_bce")
 class WeightedBCEWithLogits(nn.Module):
     """Multi-label BCE on logits with per-class weights, normalised by their sum.

@@ -104,7 +104,7 @@ def _ranking_scores(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[float | Non
 
 
 def rsna_weighted_log_loss(
-    y_true: np.ndarray, y_prob: np.ndarray, weights: Sequence[float], eps: float = 1e-7
+    y_true: np.ndarray, y_prob: np.ndarray, weights: Sequence[float], eps: float = 1e-15
 ) -> float:
     """Kaggle RSNA intracranial-haemorrhage weighted multilabel log loss.
 
@@ -112,7 +112,10 @@ def rsna_weighted_log_loss(
     ``weights`` (normalised by ``sum(weights)``); the result is the mean over
     samples. With the competition weights (``any`` = 2, the five subtypes = 1)
     the normaliser is 7. Probabilities are clipped to ``[eps, 1 - eps]`` so a
-    confident mistake costs a large but finite amount.
+    confident mistake costs a large but finite amount; ``eps = 1e-15`` as Kaggle's
+    scorer (sklearn's historical ``log_loss`` default), in float64. A larger eps
+    (1e-7) understates a model whose float32 sigmoids saturate to exactly 0/1
+    past |logit| ~17: such an entry costs ``-log(1e-15) = 34.5``, not 16.1.
 
     Because every sample carries the same total weight, this equals
     ``sklearn.metrics.log_loss`` on the flattened labels with
@@ -122,7 +125,7 @@ def rsna_weighted_log_loss(
         y_true: (N, C) 0/1 labels.
         y_prob: (N, C) predicted probabilities.
         weights: C non-negative class weights, not all zero.
-        eps: clipping constant.
+        eps: clipping constant (Kaggle's 1e-15).
 
     Returns:
         The weighted log loss (lower is better).

@@ -10,6 +10,12 @@ notes report only the first:
   empty-case convention (both empty = 1) for comparison;
 * ``per_patient`` — counts summed within a patient, then the mean over patients.
 
+Boundary metrics are per-case means: ``hd95`` and ``assd`` over cases with foreground in both masks
+(a distance to an empty mask is undefined; ``n`` says how many), ``nsd`` over cases whose truth has a
+lesion like ``per_image`` Dice (a missed lesion scores 0; false alarms on lesion-free slices are left
+to ``seg_to_classification``). Their unit is the caller's (mm or pixels; the run's ``metrics.json``
+records it).
+
 All CIs resample patients as wholes (:func:`~medtasks.metrics.bootstrap.bootstrap_ci`).
 
 Example:
@@ -34,6 +40,7 @@ from medtasks.metrics.segmentation import (
     metrics_from_counts,
     pooled_metric_fn,
 )
+from medtasks.metrics.surface import assd, nsd
 
 __all__ = ["case_row", "case_table", "segmentation_summary", "SUMMARY_METRICS"]
 
@@ -42,12 +49,23 @@ COUNTS = ("tp", "fp", "fn", "tn")
 
 
 def case_row(pred: np.ndarray, true: np.ndarray, group: Any, with_hd95: bool = True,
-             spacing: float | Sequence[float] | None = None, empty_value: float | None = 1.0) -> dict[str, Any]:
-    """One case's counts, overlap metrics, areas and HD95 (NaN unless both masks have foreground)."""
+             spacing: float | Sequence[float] | None = None, empty_value: float | None = 1.0,
+             with_surface: bool = False, nsd_tolerance: float | None = None) -> dict[str, Any]:
+    """One case's counts, overlap metrics, areas and HD95 (NaN unless both masks have foreground).
+
+    ``with_surface`` adds ``assd`` (NaN unless both masks have foreground, like HD95) and ``nsd`` at
+    ``nsd_tolerance`` (in the unit of ``spacing``: mm, or pixels without one; 0 when exactly one mask is
+    empty, NaN when both are or when no tolerance is given; see :mod:`medtasks.metrics.surface`). Without
+    it neither column exists, so callers that never asked for them (ms_segment's slices) keep their tables.
+    """
     c = confusion_counts(pred, true)
     row: dict[str, Any] = {"group": group, **c, "n_true": c["tp"] + c["fn"], "n_pred": c["tp"] + c["fp"]}
     row.update(metrics_from_counts(c, empty_value))
-    row["hd95"] = hd95(pred, true, spacing) if with_hd95 and row["n_true"] and row["n_pred"] else float("nan")
+    both = bool(row["n_true"] and row["n_pred"])
+    row["hd95"] = hd95(pred, true, spacing) if with_hd95 and both else float("nan")
+    if with_surface:
+        row["assd"] = assd(pred, true, spacing) if both else float("nan")
+        row["nsd"] = float("nan") if nsd_tolerance is None else nsd(pred, true, nsd_tolerance, spacing)
     return row
 
 
@@ -75,10 +93,21 @@ def _classification(table: pd.DataFrame, min_area: int) -> dict[str, Any]:
             "report_text": classification_report(y, p, digits=4, **kw)}
 
 
+def _case_summary(table: pd.DataFrame, column: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Mean (patient-bootstrap CI), median and ``n`` of a per-case column over the rows where it is finite."""
+    sub = table[np.isfinite(table[column].to_numpy(float))].reset_index(drop=True)
+    if not len(sub):
+        return {"n": 0}
+    return {"mean": bootstrap_ci(case_metric_fn(sub, column), sub["group"].astype(str).to_numpy(), n_boot=n_boot,
+                                 seed=seed),
+            "median": float(sub[column].median()), "n": int(len(sub))}
+
+
 def segmentation_summary(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_area: int = 1,
                          empty_value: float | None = 1.0) -> dict[str, Any]:
-    """Pooled / per-image / per-patient Dice, IoU, sensitivity, specificity with CIs, HD95, the pooled
-    pixel confusion matrix and the seg -> classification report (see the module docstring).
+    """Pooled / per-image / per-patient Dice, IoU, sensitivity, specificity with CIs, HD95 (and ASSD / NSD
+    when the table has them), the pooled pixel confusion matrix and the seg -> classification report (see
+    the module docstring).
 
     Args:
         table: :func:`case_table` output (``group`` = patient id).
@@ -104,10 +133,11 @@ def segmentation_summary(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
                             for m in SUMMARY_METRICS}
     out["per_patient"] = {m: bootstrap_ci(case_metric_fn(patients, m), patients["group"].astype(str).to_numpy(),
                                           n_boot=n_boot, seed=seed) for m in SUMMARY_METRICS}
-    both = table[np.isfinite(table["hd95"].to_numpy(float))].reset_index(drop=True)
-    out["hd95"] = ({"mean": bootstrap_ci(case_metric_fn(both, "hd95"), both["group"].astype(str).to_numpy(),
-                                         n_boot=n_boot, seed=seed),
-                    "median": float(both["hd95"].median()), "n": int(len(both))} if len(both) else {"n": 0})
+    out["hd95"] = _case_summary(table, "hd95", n_boot, seed)
+    if "assd" in table.columns:
+        out["assd"] = _case_summary(table, "assd", n_boot, seed)
+    if "nsd" in table.columns:       # like per_image Dice: slices with a truth lesion, a missed one scores 0
+        out["nsd"] = _case_summary(lesion, "nsd", n_boot, seed)
     c = out["pooled"]["counts"]
     out["pixel_confusion_matrix"] = [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
     out["seg_to_classification"] = _classification(table, min_area)

@@ -15,7 +15,8 @@ Conventions (Metrics Reloaded, ISBI 2015):
 * HD95 uses MONAI ``compute_hausdorff_distance(percentile=95)`` (symmetric,
   euclidean, on mask edges); it is NaN when either mask is empty, so it is
   computed only on cases where both have foreground and the caller reports
-  how many (``n`` in the summaries).
+  how many (``n`` in the summaries). NSD and ASSD, with the same spacing convention, are in
+  :mod:`medtasks.metrics.surface`.
 * Lesion-wise detection, volumes and the ISBI composite live in :mod:`medtasks.metrics.lesions`.
 * Lesions are connected components (``scipy.ndimage.label``); connectivity is
   the rank of ``generate_binary_structure``: 1 = faces (6 in 3-D, 4 in 2-D),

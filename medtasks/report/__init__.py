@@ -35,6 +35,7 @@ from medtasks.registry import Registry, UnknownNameError, did_you_mean
 from medtasks.report import detection as _detection
 from medtasks.report import html as _html
 from medtasks.report import multilabel as _multilabel
+from medtasks.report import references as _references
 from medtasks.report import segmentation as _segmentation
 
 __all__ = ["render_report", "load_run", "RunData", "SECTIONS", "SectionBuilder"]
@@ -193,6 +194,7 @@ def render_report(run_dir: str | Path) -> Path:
     parts = [
         _html.title_block(run),
         _html.headline_section(run),
+        *([ref] if (ref := _references.references_section(run.task, run.metrics, run.synthetic)) else []),
         _html.data_section(run),
         _html.history_section(run, fig_dir),
         *builder(run, fig_dir),

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from medtasks.report import RunData
 
 SYNTHETIC_BANNER = "SYNTHETIC DATA — these figures are from generated phantoms, not patients"
+PROTOCOL_BANNER = ("SOURCE REPORT'S PROTOCOL — this run reproduces the report's evaluation, flaws included "
+                   "(see the warnings); its figures are not patient-grouped, held-out estimates")
 MAX_REJECTED_ROWS = 50
 
 CSS = """
@@ -176,6 +178,8 @@ def title_block(run: RunData) -> str:
     ]
     if run.synthetic:
         parts.append(f'<div class="banner" id="synthetic-banner">{esc(SYNTHETIC_BANNER)}</div>')
+    if m.get("protocol") == "report":
+        parts.append(f'<div class="banner" id="protocol-banner">{esc(PROTOCOL_BANNER)}</div>')
     warnings = m.get("warnings") or []
     if isinstance(warnings, str):
         warnings = [warnings]

@@ -34,14 +34,25 @@ def _overlap_section(m: dict[str, Any]) -> str:
         rows.append([label, *(fmt_ci(block.get(k)) if k in block else "—" for k in METRIC_NAMES)])
     body = [table(["Aggregate", *METRIC_NAMES.values()], rows, table_id="overlap-table")]
     hd = m.get("hd95") or {}
-    unit = "mm" if m.get("pixel_spacing_mm") else "pixels"
+    unit = m.get("distance_unit") or ("mm" if m.get("pixel_spacing_mm") else "px")
     if hd.get("n"):
-        body.append(table(["HD95", "Value"], [[f"mean ({unit}) [95% CI]", fmt_ci(hd.get("mean"))],
-                                              [f"median ({unit})", fmt_num(hd.get("median"))],
-                                              ["slices (truth and prediction non-empty)", hd["n"]]],
-                          table_id="hd95-table"))
+        rows = [[f"HD95 mean ({unit}) [95% CI]", fmt_ci(hd.get("mean"))], [f"HD95 median ({unit})",
+                                                                         fmt_num(hd.get("median"))],
+                ["HD95 slices (truth and prediction non-empty)", hd["n"]]]
+        asd = m.get("assd") or {}
+        if asd.get("n"):
+            rows += [[f"ASSD mean ({unit}) [95% CI]", fmt_ci(asd.get("mean"))],
+                     [f"ASSD median ({unit})", fmt_num(asd.get("median"))]]
+        nsd = m.get("nsd") or {}
+        if nsd.get("n"):
+            rows += [[f"NSD at {fmt_num(m.get('nsd_tolerance_mm'))} mm, mean [95% CI]", fmt_ci(nsd.get("mean"))],
+                     ["NSD slices (truth non-empty)", nsd["n"]]]
+        body.append(table(["Surface distance", "Value"], rows, table_id="hd95-table"))
     else:
-        body.append(note("HD95: no slice has both a truth and a predicted lesion."))
+        body.append(note("HD95 / ASSD: no slice has both a truth and a predicted lesion."))
+    if m.get("spacing_sources"):
+        src = ", ".join(f"{k}: {v}" for k, v in m["spacing_sources"].items())
+        body.append(note(f"Distances in {unit}; pixel spacing per slice from {src}."))
     body.append(note(f"{m.get('n_cases')} slices ({m.get('n_cases_with_lesion')} with a lesion) of "
                      f"{m.get('n_patients')} patients, '{m.get('split')}' split, threshold {m.get('threshold')}. "
                      "95% CIs resample patients. Pooled figures are dominated by large lesions; per-patient "

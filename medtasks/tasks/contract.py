@@ -223,7 +223,8 @@ class Task(ABC):
         """What every ``metrics.json`` starts with: task, kind, synthetic, config hash, split, labels, warnings."""
         return {"task": self.name, "kind": self.kind, "synthetic": bool(self.cfg.data.synthetic),
                 "config_hash": config_hash(self.cfg), "split": self.cfg.eval.split, "labels": list(self.labels),
-                **extra, "warnings": list(warnings or [])}
+                "protocol": self.cfg.protocol.name,
+                **extra, "warnings": list(warnings or []) + self.cfg.protocol.warnings()}
 
     @staticmethod
     def add_fit_result(metrics: dict[str, Any], fit_result: FitResult | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import time
 from pathlib import Path
@@ -175,6 +176,25 @@ def test_header_of_written_file(tmp_path: Path) -> None:
     assert (hdr["rows"], hdr["columns"], hdr["z"]) == (4, 6, 12.5)
     assert (hdr["pixel_spacing_row"], hdr["pixel_spacing_col"]) == (0.5, 0.25)
     assert hdr["patient_id"] == "ID_test" and hdr["path"] == str(path)
+
+
+def test_header_z_is_position_along_slice_normal(tmp_path: Path) -> None:
+    """z = dot(cross(row, col), IPP), by hand: a 20 degree gantry tilt and a sagittal slice; IPP[2] otherwise."""
+    t = math.radians(20.0)
+    tilted = [1.0, 0.0, 0.0, 0.0, math.cos(t), math.sin(t)]  # normal (0, -sin t, cos t)
+    path = write_ct(tmp_path / "tilt.dcm", np.zeros((4, 6), np.int16), ImageOrientationPatient=tilted,
+                    ImagePositionPatient=[-125.0, -100.0, 30.0])
+    assert read_header(path)["z"] == pytest.approx(100.0 * math.sin(t) + 30.0 * math.cos(t), abs=1e-9)
+    sagittal = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]  # normal (-1, 0, 0)
+    path = write_ct(tmp_path / "sag.dcm", np.zeros((4, 6), np.int16), ImageOrientationPatient=sagittal,
+                    ImagePositionPatient=[-7.5, -100.0, 30.0])
+    assert read_header(path)["z"] == 7.5
+    path = write_ct(tmp_path / "axial.dcm", np.zeros((4, 6), np.int16), ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                    ImagePositionPatient=[-125.0, -100.0, 30.25])
+    assert read_header(path)["z"] == 30.25  # exactly IPP[2] for an axial slice
+    path = write_ct(tmp_path / "bad_iop.dcm", np.zeros((4, 6), np.int16), ImageOrientationPatient=[0] * 6,
+                    ImagePositionPatient=[-125.0, -100.0, 30.0])
+    assert read_header(path)["z"] == 30.0  # unusable IOP: falls back to IPP[2]
 
 
 def _reason(func, *args, **kwargs) -> str:

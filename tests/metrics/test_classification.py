@@ -51,6 +51,27 @@ def test_rsna_log_loss_matches_sklearn_sample_weight(ml_data) -> None:
     assert rsna_weighted_log_loss(y, p, RSNA_W) == pytest.approx(ref, rel=1e-9)
 
 
+def test_rsna_log_loss_clips_at_kaggle_eps_on_saturated_float32() -> None:
+    """Saturated float32 sigmoids (exactly 0/1) cost -log(1e-15) per wrong entry, as Kaggle's scorer."""
+    import torch
+
+    logits = torch.tensor([[40.0, -40.0, 2.0], [-30.0, 25.0, 0.0]])
+    p = torch.sigmoid(logits).numpy()  # float32: 1.0, 0.0, ... exactly
+    assert p.dtype == np.float32 and p[0, 0] == 1.0 and p[1, 1] == 1.0 and p[0, 1] < 1e-15
+    y = np.array([[0, 1, 1], [0, 0, 1]])
+    w = [2.0, 1.0, 1.0]
+    eps = 1e-15
+    sat = -math.log1p(-(1 - eps))  # p = 1 clipped to 1 - eps (in float64: 1 - 9.992e-16)
+    hand = [
+        [sat, -math.log(eps), -math.log(1 / (1 + math.exp(-2.0)))],
+        [-math.log(1 - float(p[1, 0])), sat, -math.log(0.5)],
+    ]
+    expected = np.mean([(2 * r[0] + r[1] + r[2]) / 4 for r in hand])
+    assert rsna_weighted_log_loss(y, p, w) == pytest.approx(expected, rel=1e-9)
+    # the old clip (1e-7) gave a much smaller figure on the same input
+    assert rsna_weighted_log_loss(y, p, w, eps=1e-7) < 0.5 * expected
+
+
 def test_rsna_log_loss_clips_and_validates() -> None:
     y = np.array([[1, 0]])
     p = np.array([[0.0, 1.0]])  # confidently wrong: finite thanks to eps

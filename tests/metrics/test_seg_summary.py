@@ -55,3 +55,37 @@ def test_empty_table_raises() -> None:
 
     with pytest.raises(ValueError, match="no cases"):
         segmentation_summary(pd.DataFrame())
+
+
+def test_surface_columns_and_summaries_by_hand() -> None:
+    """ASSD over cases with both masks, NSD over truth-lesion cases (a miss = 0), per-case values by hand."""
+    import math
+
+    t = np.zeros((10, 10), bool)
+    t[2:6, 2:6] = True                       # 4x4 square: 12 edge px
+    ring = np.zeros((10, 10), bool)
+    ring[1:7, 1:7] = True                    # 6x6 around it: 16 edge px 1 away, 4 corners sqrt(2)
+    z = np.zeros((10, 10), bool)
+    preds, trues = [ring, z, ring, z], [t, t, z, z]   # hit, miss, false alarm, both empty
+    table = case_table(preds, trues, ["p1", "p2", "p2", "p3"], with_surface=True, nsd_tolerance=1.0)
+    expect_assd = (16 + 4 * math.sqrt(2) + 12) / 32
+    assert table["assd"].iloc[0] == pytest.approx(expect_assd) and table["assd"].iloc[1:].isna().all()
+    assert table["nsd"].iloc[:3].tolist() == pytest.approx([28 / 32, 0.0, 0.0]) and math.isnan(table["nsd"].iloc[3])
+    s = segmentation_summary(table, n_boot=20)
+    assert s["assd"]["n"] == 1 and s["assd"]["mean"]["value"] == pytest.approx(expect_assd)
+    assert s["nsd"]["n"] == 2 and s["nsd"]["mean"]["value"] == pytest.approx(28 / 64)   # the false alarm is not in
+    assert s["nsd"]["median"] == pytest.approx(28 / 64)
+    assert s["hd95"]["n"] == 1
+    # 1 mm rows, 2 mm columns: the same per-case functions with the spacing.
+    mm = case_table(preds[:1], trues[:1], ["p1"], spacing=(1.0, 2.0), with_surface=True, nsd_tolerance=2.0)
+    assert mm["nsd"].iloc[0] == pytest.approx(28 / 32) and mm["hd95"].iloc[0] == pytest.approx(math.sqrt(5))  # corners
+
+
+def test_surface_columns_only_when_asked() -> None:
+    preds, trues = _two_images()
+    table = case_table(preds, trues, ["p1", "p2"])
+    assert "assd" not in table.columns and "nsd" not in table.columns
+    s = segmentation_summary(table, n_boot=10)
+    assert "assd" not in s and "nsd" not in s
+    no_tol = case_table(preds, trues, ["p1", "p2"], with_surface=True)     # NSD needs a tolerance
+    assert no_tol["nsd"].isna().all() and segmentation_summary(no_tol, n_boot=10)["nsd"] == {"n": 0}

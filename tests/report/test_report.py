@@ -17,7 +17,8 @@ from medtasks.report import SECTIONS, render_report
 from medtasks.report.html import SYNTHETIC_BANNER
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTION_ORDER = ["headline", "data", "history", "per-class", "confusion", "curves", "reliability", "environment"]
+SECTION_ORDER = ["headline", "reference", "data", "history", "per-class", "confusion", "curves", "reliability",
+                 "environment"]
 
 
 class ReportParser(HTMLParser):

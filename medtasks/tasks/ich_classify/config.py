@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from medtasks.config import ConfigError
 from medtasks.schema import AugmentConfig, RunConfig
@@ -51,12 +51,15 @@ class IchInputConfig:
 class IchLossConfig:
     name: Literal["weighted_bce"] = "weighted_bce"
     class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 2.0])  # RSNA: any = 2
-    pos_weight: Optional[list[float]] = None   # optional per-class positive weights
+    # per-class positive weights: a list, or "prevalence" = negatives / positives of each label in the
+    # (balanced) training rows, the report's minority-class weighting (l.263-265); null = none
+    pos_weight: Union[Literal["prevalence"], list[float], None] = None
     label_smoothing: float = 0.0            # report: 0.05 (targets 0/1 -> eps/2, 1 - eps/2; training only)
     mixup_alpha: float = 0.0                # report: 0.2 (MixUp of images, targets and z per batch; 0 = off)
 
     def validate(self) -> None:
-        for name, v in (("class_weights", self.class_weights), ("pos_weight", self.pos_weight)):
+        pos = None if self.pos_weight == "prevalence" else self.pos_weight
+        for name, v in (("class_weights", self.class_weights), ("pos_weight", pos)):
             if v is not None and len(v) != len(LABELS):
                 raise ConfigError(f"{name}: expected {len(LABELS)} values (order {', '.join(LABELS)}), got {len(v)}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -27,6 +27,7 @@ from medtasks.data.manifest import Rejected, relative_paths
 from medtasks.data.series import add_z_normalized, neighbour_paths
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.rsna import read_rsna_labels, submission_frame
+from medtasks.losses.classification import prevalence_pos_weight
 from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import PrepareResult, register_task
 from medtasks.tasks.ich_classify.config import LABELS, IchConfig
@@ -100,7 +101,11 @@ class IchClassify(ClassificationTask):
                 for i, (p, z) in enumerate(zip(images, df["z_normalized"]))]
 
     def fit_state(self, train_records: list[dict[str, Any]]) -> None:
-        """Channel mean/std of the windowed, resized training slices (``input.normalize: dataset``)."""
+        """Channel mean/std of the windowed, resized training slices (``input.normalize: dataset``), and
+        ``loss.pos_weight: prevalence`` from their labels."""
+        if self.cfg.loss.pos_weight == "prevalence":
+            self.state["pos_weight"] = prevalence_pos_weight(np.stack([r["label"] for r in train_records]), LABELS)
+            log.info("loss pos_weight (negatives / positives in training): %s", self.state["pos_weight"])
         mode = self.cfg.input.normalize
         if mode == "imagenet":
             k = 2 * self.cfg.input.context + 1  # window-major channels: each window's mean repeats per slice
@@ -134,8 +139,8 @@ class IchClassify(ClassificationTask):
 
     def build_loss(self):
         c = self.cfg.loss
-        return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=c.pos_weight,
-                                  label_smoothing=c.label_smoothing)
+        pos = self.state.get("pos_weight") if c.pos_weight == "prevalence" else c.pos_weight
+        return LOSSES.get(c.name)(class_weights=c.class_weights, pos_weight=pos, label_smoothing=c.label_smoothing)
 
     def train(self, run, df: pd.DataFrame, resume: bool = False, progress: bool = True):
         """The kind-level training (CV when configured), then the sequence head when enabled."""

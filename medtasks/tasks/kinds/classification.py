@@ -70,7 +70,11 @@ class ClassificationTask(NetworkTask):
         if self.cfg.cv.folds >= 2:
             return train_cv(self, run, df, resume=resume, progress=progress)
         train_df, val_df = self.split_train_val(df)
-        train_df = self.balance_training(run, train_df)
+        if self.cfg.sampling.scope == "train_val":  # the pool balanced as a whole, each row keeping its split
+            both = self.balance_training(run, pd.concat([train_df, val_df]))
+            train_df, val_df = both[both.split == "train"], both[both.split == "val"].reset_index(drop=True)
+        else:
+            train_df = self.balance_training(run, train_df)
         if not resume:
             self.fit_state(self.records(train_df))
         result = self.fit_split(run, train_df, val_df, resume=resume, progress=progress)
@@ -96,7 +100,8 @@ class ClassificationTask(NetworkTask):
         return tuple(self.labels)
 
     def balance_training(self, run: RunDir, train_df: pd.DataFrame) -> pd.DataFrame:
-        """Apply ``sampling`` to the training split; record what was drawn in ``sampling.json``."""
+        """Apply ``sampling`` to ``train_df`` (the training split, or training + validation with
+        ``sampling.scope: train_val``); record what was drawn in ``sampling.json``."""
         from medtasks.data.sampling import balance_rows
 
         s = self.cfg.sampling
@@ -104,7 +109,7 @@ class ClassificationTask(NetworkTask):
             return train_df
         out, info = balance_rows(train_df, self.sampling_labels(), s.per_class, s.normal, s.normal_ratio,
                                  s.replace, seed=self.cfg.seed)
-        write_json_atomic(run / "sampling.json", info)
+        write_json_atomic(run / "sampling.json", {**info, "scope": s.scope})
         log.info("balanced training split: %d -> %d rows; positives/normals %s -> %s",
                  info["rows_before"], info["rows_after"], info["before"], info["after"])
         return out
@@ -165,7 +170,7 @@ class ClassificationTask(NetworkTask):
         :meth:`postprocess_logits` (what that run trained after the network, e.g. a sequence head)."""
         loader = self.loader(df, split, False, self.cfg.eval.batch_size)
         if self.cfg.eval.tta:
-            model = TTAWrapper(model, self.cfg.eval.tta_views).eval()
+            model = TTAWrapper(model, self.cfg.eval.tta_views, self.cfg.eval.tta_average).eval()
         t = self.cfg.train
         logits = run_inference(model, loader, self.device(), self.prepare_batch(), amp=t.amp, cpu_bf16=t.cpu_bf16,
                                channels_last=t.channels_last, progress=progress).reshape(len(df), -1)

@@ -56,6 +56,9 @@ def train_cv(task: ClassificationTask, run: RunDir, df: pd.DataFrame, resume: bo
     if "fold" not in df.columns:
         raise ValueError("cv.folds is set but the manifest has no fold column; start a new run")
     pool = df[df.fold >= 0]
+    if cfg.sampling.scope == "train_val":  # balanced once over all non-test rows, then split into folds
+        pool = task.balance_training(run, pool).reset_index(drop=True)
+        df = pool
     if not resume or "norm_mean" not in task.state:
         # One normalisation for all folds (fitted on every non-test row), so that fold models share
         # their input pipeline and can be ensembled.
@@ -78,8 +81,9 @@ def train_cv(task: ClassificationTask, run: RunDir, df: pd.DataFrame, resume: bo
         else:
             fold_resume = resume and (fold_run / "checkpoints" / "last.pt").is_file()
             train_df, val_df = task.split_train_val(frame)
-            res = task.fit_split(fold_run, task.balance_training(fold_run, train_df), val_df, resume=fold_resume,
-                                 progress=progress)
+            if cfg.sampling.scope == "train":
+                train_df = task.balance_training(fold_run, train_df)
+            res = task.fit_split(fold_run, train_df, val_df, resume=fold_resume, progress=progress)
             write_json_atomic(done, {"best_epoch": res.best_epoch, "best_score": res.best_score,
                                      "epochs_run": res.epochs_run, "train_time_s": res.train_time_s})
         results.append(res)

@@ -9,8 +9,15 @@ best checkpoint chosen by validation Dice; evaluation streams the held-out split
 the case's native size, thresholded and compared there, so metrics are those of the original
 masks, never of resampled ones. Outputs: ``predictions.csv`` (one row per case),
 ``masks/<case>.png`` (predicted masks, native size), ``metrics.json`` (pooled / per-image /
-per-patient Dice, IoU, sensitivity, specificity with patient-bootstrap CIs, HD95, the pixel
-confusion matrix, the seg -> classification check) and ``figures/extra_overlays_*.png``.
+per-patient Dice, IoU, sensitivity, specificity with patient-bootstrap CIs, HD95, ASSD and NSD, the
+pixel confusion matrix, the seg -> classification check) and ``figures/extra_overlays_*.png``.
+
+Boundary metrics (HD95, ASSD, NSD at ``eval.nsd_tolerance_mm``) use each case's pixel spacing from
+:meth:`SegmentationTask.case_spacing` (a task may read it from the image header; by default the
+configured :meth:`~SegmentationTask.hd95_spacing`). The run has one unit, recorded as
+``distance_unit`` in ``metrics.json`` and per case in ``predictions.csv``: mm when every case has a
+spacing, else pixels for all (see :mod:`medtasks.tasks.kinds.slice_spacing`); NSD needs mm (its
+tolerance is a physical distance), so in pixels it is left out (``n`` 0) with a warning.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from medtasks.metrics.bootstrap import fmt_value
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.rundir import RunDir
 from medtasks.tasks.kinds.network import NetworkTask
+from medtasks.tasks.kinds.slice_spacing import CaseSpacing, resolve_units
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,18 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def distance_header(table: pd.DataFrame, unit: str, nsd_tolerance: float | None) -> dict[str, Any]:
+    """``metrics.json`` keys naming the boundary metrics' unit: ``distance_unit`` (``"mm"``/``"px"``),
+    ``nsd_tolerance_mm`` (None when NSD was left out), ``pixel_spacing_mm`` (the distinct ``[row, col]``
+    spacings used, None in pixels) and ``spacing_sources`` (cases per source: nifti_header / config / none)."""
+    spaced = table.dropna(subset=["spacing_row_mm", "spacing_col_mm"])
+    used = sorted({(round(float(r), 6), round(float(c), 6))
+                   for r, c in zip(spaced["spacing_row_mm"], spaced["spacing_col_mm"])})
+    return {"distance_unit": unit, "nsd_tolerance_mm": nsd_tolerance,
+            "pixel_spacing_mm": [list(u) for u in used] if unit == "mm" else None,
+            "spacing_sources": {str(k): int(v) for k, v in table["spacing_source"].value_counts().sort_index().items()}}
+
+
 class SegmentationTask(NetworkTask):
     """Binary 2-D segmentation (one logit map, sigmoid); see the module docstring."""
 
@@ -91,8 +111,14 @@ class SegmentationTask(NetworkTask):
         return _safe_name(Path(str(row[self.case_column])).stem)
 
     def hd95_spacing(self) -> float | None:
-        """Pixel spacing (mm) of the HD95 in :meth:`evaluate`; None = pixels (default)."""
+        """Configured isotropic pixel spacing (mm) of the boundary metrics; None = pixels (default)."""
         return None
+
+    def case_spacing(self, row: pd.Series) -> CaseSpacing | None:
+        """The case's ``(row, col)`` pixel spacing in mm at its native grid; default :meth:`hd95_spacing` for
+        every case (None = unknown: the run's boundary metrics fall back to pixels)."""
+        s = self.hd95_spacing()
+        return None if s is None else CaseSpacing((float(s), float(s)), "config")
 
     # ---- training -----------------------------------------------------------------------------
     def train(self, run: RunDir, df: pd.DataFrame, resume: bool = False, progress: bool = True) -> FitResult:
@@ -148,14 +174,25 @@ class SegmentationTask(NetworkTask):
         model = self.load_model(run, "best")
         rows: list[dict[str, Any]] = [{}] * len(test_df)
         names = unique_names([self.case_name(r) for _, r in test_df.iterrows()])
-        spacing = self.hd95_spacing()
+        spacings, unit, unit_note = resolve_units([self.case_spacing(r) for _, r in test_df.iterrows()])
+        tolerance = float(e.nsd_tolerance_mm) if unit == "mm" else None
+        notes = [n for n in (unit_note, None if tolerance is not None else
+                             f"NSD left out: its {e.nsd_tolerance_mm} mm tolerance needs a pixel spacing") if n]
 
         def consume(i: int, prob: np.ndarray) -> None:
-            row = test_df.iloc[i]
+            row, sp = test_df.iloc[i], spacings[i]
             pred, true = prob >= e.threshold, self.truth_mask(row)
             if pred.shape != true.shape:
                 raise ValueError(f"{row[self.case_column]}: truth mask {true.shape} is not the image's {pred.shape}")
-            rows[i] = case_row(pred, true, str(row[self.group_column]), with_hd95=True, spacing=spacing)
+            if sp is not None and sp.grid is not None and tuple(sp.grid) != pred.shape:
+                raise ValueError(f"{row[self.case_column]}: its {sp.source} spacing is for a {sp.grid} grid, the "
+                                 f"slice is {pred.shape}; metrics would be in the wrong mm (configure the spacing "
+                                 "of this grid instead)")
+            rows[i] = case_row(pred, true, str(row[self.group_column]), with_hd95=True,
+                               spacing=None if sp is None else sp.mm, with_surface=True, nsd_tolerance=tolerance)
+            rows[i].update(distance_unit=unit, spacing_source="none" if sp is None else sp.source,
+                           spacing_row_mm=np.nan if sp is None else sp.mm[0],
+                           spacing_col_mm=np.nan if sp is None else sp.mm[1])
             if e.save_masks:
                 self.write_mask(pred, run / "masks" / f"{names[i]}.png")
 
@@ -166,7 +203,8 @@ class SegmentationTask(NetworkTask):
         for col in (*self.id_columns, "slice_index", "split"):
             if col in test_df.columns:
                 preds[col] = test_df[col].values
-        cols = ["n_true", "n_pred", "dice", "iou", "sens", "spec", "ppv", "hd95", "tp", "fp", "fn", "tn"]
+        cols = ["n_true", "n_pred", "dice", "iou", "sens", "spec", "ppv", "hd95", "assd", "nsd", "distance_unit",
+                "spacing_source", "spacing_row_mm", "spacing_col_mm", "tp", "fp", "fn", "tn"]
         preds = pd.concat([preds, table[cols]], axis=1)
         preds["true_lesion"] = (table["n_true"] > 0).astype(int)
         preds["pred_lesion"] = (table["n_pred"] >= e.min_area).astype(int)
@@ -174,8 +212,9 @@ class SegmentationTask(NetworkTask):
             preds["mask"] = [f"masks/{n}.png" for n in names]
         write_csv_atomic(preds, run / "predictions.csv")
         write_text_atomic(run / "classification_report.txt", summary["seg_to_classification"].pop("report_text"))
-        metrics = self.add_fit_result(self.metrics_header(warnings, threshold=e.threshold, pixel_spacing_mm=spacing,
-                                                          **summary), fit_result)
+        metrics = self.add_fit_result(self.metrics_header([*(warnings or []), *notes], threshold=e.threshold,
+                                                          **distance_header(table, unit, tolerance), **summary),
+                                      fit_result)
         metrics["overlays"] = self.write_overlays(run, model, test_df, preds)
         write_json_atomic(run / "metrics.json", metrics)
         h = summary["headline"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -26,11 +27,15 @@ class SegEvalConfig(EvalConfig):
     min_area: int = 20                       # seg -> classification: a slice is positive with >= this many predicted px
     save_masks: bool = True                  # masks/<case>.png of the evaluated split
     overlays: int = 8                        # slices per overlay grid (best / worst Dice, false positives)
+    nsd_tolerance_mm: float = 2.0            # normalised surface Dice: boundary within this many mm counts as
+                                             # correct (needs a pixel spacing; tasks set their own, see configs)
 
     def validate(self) -> None:
         super().validate()
         if self.min_area < 1:
             raise ConfigError(f"min_area: expected >= 1 pixel, got {self.min_area}")
+        if not (math.isfinite(self.nsd_tolerance_mm) and self.nsd_tolerance_mm >= 0):
+            raise ConfigError(f"nsd_tolerance_mm: expected a finite distance >= 0 mm, got {self.nsd_tolerance_mm}")
 
 
 @dataclass

@@ -39,7 +39,14 @@ class SegInputConfig:
 
 @dataclass
 class PheSegEvalConfig(SegEvalConfig):
-    pixel_spacing_mm: Optional[float] = None # HD95 in mm when given (PHE-SICH: ~0.5), else in pixels
+    spacing_from_header: bool = True         # HD95/ASSD/NSD in mm from the row's NIfTI header (nifti_volume) when
+                                             # it has one, whatever input.source (the slices share its grid)
+    pixel_spacing_mm: Optional[float] = None # else this (PHE-SICH: ~0.5 mm); null and no header = pixels
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pixel_spacing_mm is not None and not self.pixel_spacing_mm > 0:
+            raise ConfigError(f"pixel_spacing_mm: expected > 0 mm or null, got {self.pixel_spacing_mm}")
 
 
 @dataclass

@@ -9,7 +9,9 @@ loss, augmentation, validation loss curve) is built in here.
 Inputs: the PNG slice and PNG mask (``input.source: png``) or the axial slices of the NIfTI
 volume and mask (``nifti``; HU, brain-windowed like the PNGs). Model: segmentation-models-pytorch
 ``Unet`` with a resnet34 encoder (no downloaded weights unless asked). Loss: BCE + Dice. The
-label is the edema rim, not the hematoma. Everything else is :class:`SegmentationTask`'s.
+label is the edema rim, not the hematoma. HD95 / ASSD / NSD are in mm from each patient's NIfTI
+header (``eval.spacing_from_header``), else ``eval.pixel_spacing_mm``, else pixels (:meth:`case_spacing`).
+Everything else is :class:`SegmentationTask`'s.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medtasks.io.images import read_grey
 from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import register_task
 from medtasks.tasks.kinds.segmentation import SegmentationTask
+from medtasks.tasks.kinds.slice_spacing import CaseSpacing, axial_slice_spacing
 from medtasks.tasks.phe_segment.config import PheSegmentConfig
 from medtasks.tasks.sources.phe_sich import PheSichSource, find_images
 from medtasks.transforms.augment import build_augmentation
@@ -155,6 +158,18 @@ class PheSegment(PheSichSource, SegmentationTask):
 
     def hd95_spacing(self) -> float | None:
         return self.cfg.eval.pixel_spacing_mm
+
+    def case_spacing(self, row: pd.Series) -> CaseSpacing | None:
+        """The slice's spacing from its patient's NIfTI header (``nifti_volume``) when it has a readable one,
+        for every ``input.source``: the release's JPG / PNG slices are the NIfTI's axial slices on the same
+        512x512 grid (the evaluation refuses a slice whose grid is not the header's); else
+        ``eval.pixel_spacing_mm``; else None (pixels)."""
+        vol = row.get("nifti_volume") if self.cfg.eval.spacing_from_header else None
+        if isinstance(vol, str) and vol:
+            sp = axial_slice_spacing(vol)
+            if sp is not None:
+                return sp
+        return super().case_spacing(row)
 
     def evaluate(self, run, df: pd.DataFrame, fit_result=None, warnings: list[str] | None = None) -> dict[str, Any]:
         return super().evaluate(run, df, fit_result, [*(warnings or []), LABEL_NOTE])

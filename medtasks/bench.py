@@ -1,10 +1,15 @@
 """``medtasks bench <task>``: throughput figures measured in one run.
 
 ``ms_segment``: inference frames per second of the report's network (:mod:`medtasks.models.ms_unet`,
-paper widths 64-1024) against segmentation-models-pytorch's ``Unet`` (resnet34 encoder) and
-MONAI's ``BasicUNet`` (its default features), at the same input size and batch, eval mode, no
-gradients, on the device training would use; each model's best of ``repeats`` timed passes
-after a warm-up, and the ratios to the report's network (the report: 13.79 vs 3.5 FPS on a T4).
+paper widths 64-1024) against segmentation-models-pytorch's ``Unet`` (resnet34 encoder),
+MONAI's ``BasicUNet`` (its default features) and the report's Mask R-CNN baseline (torchvision's
+``maskrcnn_resnet50_fpn``, two classes, its internal resize pinned to the input size so that every
+model sees the same pixels), at the same input size and batch, eval mode, no gradients, on the
+device training would use; each model's best of ``repeats`` timed passes after a warm-up, and the
+ratios to the report's network (the report: 13.79 FPS for its U-Net vs 3.5 for "UNet" and 5 for
+Mask R-CNN, on a T4). Weights are random (nothing is downloaded): the speed of a convolution does not
+depend on its weights, but Mask R-CNN's post-processing does on how many boxes pass its score
+threshold, so its figure is for up to ``box_detections_per_img`` (100) detections per image.
 
 For ``ich_classify`` the pipeline is the task's own deterministic transform chain (DICOM -> stored
 pixels with the wrapped-pixel fix -> resize -> HU map, 3 windows and channel normalisation in one
@@ -80,8 +85,44 @@ def model_fps(models: dict[str, Any], size: int = 256, batch: int = 4, frames: i
     return out
 
 
-def bench_ms_segment(size: int = 256, batch: int = 4, frames: int = 16, repeats: int = 3) -> dict[str, Any]:
-    """The report's network (paper config) vs smp ``Unet`` and MONAI ``BasicUNet``, see the module docstring."""
+class _BatchAsList:
+    """A detection model (list of ``(C, H, W)`` images in) behind the ``(B, C, H, W)`` batch interface of
+    :func:`model_fps`."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def to(self, device: Any) -> _BatchAsList:
+        self.net.to(device)
+        return self
+
+    def eval(self) -> _BatchAsList:
+        self.net.eval()
+        return self
+
+    def cpu(self) -> _BatchAsList:
+        self.net.cpu()
+        return self
+
+    def parameters(self) -> Any:
+        return self.net.parameters()
+
+    def __call__(self, x: Any) -> Any:
+        return self.net(list(x))
+
+
+def mask_rcnn(size: int) -> _BatchAsList:
+    """torchvision's ``maskrcnn_resnet50_fpn`` (random weights, background + lesion), resizing to ``size``."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    return _BatchAsList(maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2,
+                                              min_size=size, max_size=size))
+
+
+def bench_ms_segment(size: int = 256, batch: int = 4, frames: int = 16, repeats: int = 3,
+                     mask_rcnn_baseline: bool = True) -> dict[str, Any]:
+    """The report's network (paper config) vs smp ``Unet``, MONAI ``BasicUNet`` and Mask R-CNN, see the module
+    docstring."""
     import segmentation_models_pytorch as smp
     from monai.networks.nets import BasicUNet
 
@@ -90,6 +131,8 @@ def bench_ms_segment(size: int = 256, batch: int = 4, frames: int = 16, repeats:
     models = {"ms_unet (report: LeakyReLU, 64-1024)": MsUNet(in_channels=3, max_channels=1024),
               "smp Unet (resnet34)": smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=1),
               "MONAI BasicUNet": BasicUNet(spatial_dims=2, in_channels=3, out_channels=1)}
+    if mask_rcnn_baseline:
+        models["torchvision Mask R-CNN (resnet50-FPN; report's baseline)"] = mask_rcnn(size)
     res = model_fps(models, size=size, batch=batch, frames=frames, repeats=repeats)
     res["params_m"] = {k: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for k, m in models.items()}
     res["task"] = "ms_segment"

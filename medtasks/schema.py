@@ -181,6 +181,10 @@ class SamplingConfig:
     # train: balance the training split only (validation keeps the population prevalence the calibration
     # needs); train_val: balance training + validation together, as the ich report (l.121-123)
     scope: Literal["train", "train_val"] = "train"
+    # the evaluated split drawn the same way (no replacement), e.g. the ich report's balanced test sample of
+    # ~200 slices per subtype (l.123); null = every row of eval.split (the population's prevalence)
+    eval_per_class: Optional[int] = None
+    eval_normal: Optional[int] = None
 
     @property
     def enabled(self) -> bool:
@@ -189,10 +193,10 @@ class SamplingConfig:
     def validate(self) -> None:
         if self.normal is not None and self.normal_ratio is not None:
             raise ConfigError("give normal or normal_ratio, not both")
-        for name in ("per_class", "normal", "normal_ratio"):
+        for name in ("per_class", "normal", "normal_ratio", "eval_per_class", "eval_normal"):
             v = getattr(self, name)
-            if v is not None and v < (1 if name == "per_class" else 0):
-                raise ConfigError(f"{name}: must be {'>= 1' if name == 'per_class' else '>= 0'}, got {v}")
+            if v is not None and v < (1 if name.endswith("per_class") else 0):
+                raise ConfigError(f"{name}: must be {'>= 1' if name.endswith('per_class') else '>= 0'}, got {v}")
 
 
 @dataclass

@@ -73,11 +73,17 @@ def patients_overlap(df: pd.DataFrame, group_col: str = "patient_id", split_col:
     return sorted(n[n > 1].index.astype(str))
 
 
-def assign_folds(df: pd.DataFrame, labels: Sequence[str], k: int, group_column: str = "patient_id",
+def assign_folds(df: pd.DataFrame, labels: Sequence[str], k: int, group_column: str | None = "patient_id",
                  seed: int = 0) -> pd.Series:
-    """Fold id (0..k-1) of each row, by patient: MultilabelStratifiedKFold on patient label maxima."""
+    """Fold id (0..k-1) of each row, by patient: MultilabelStratifiedKFold on patient label maxima.
+
+    ``group_column=None`` folds the rows themselves (a slice-level CV, as the ich report's; leaky).
+    """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+    if group_column is None:
+        df = df.assign(_row=np.arange(len(df)))
+        group_column = "_row"
     patients = df.groupby(group_column, sort=True)[list(labels)].max()
     if len(patients) < k:
         raise ValueError(f"cv.folds={k} needs at least {k} patients outside the test split; have {len(patients)}")

@@ -34,13 +34,15 @@ def prevalence_pos_weight(labels, names: Sequence[str] | None = None) -> list[fl
     each label's positives then weigh as much as its negatives in the loss (the minority-class weighting of
     the ich report, l.263-265). Rounded to 4 digits (saved in ``task_state.json``).
 
-    Raises:
-        ValueError: a label with no positive (or no negative) row, naming it: its weight is undefined.
+    A label with no positive (or no negative) row has no defined ratio: it gets 1.0 (no re-weighting), with a
+    logged warning naming it (a small fold or a rare subtype; the run goes on).
 
     Example:
         >>> prevalence_pos_weight([[1, 0], [0, 0], [0, 1], [0, 1]])
         [3.0, 1.0]
     """
+    import logging
+
     import numpy as np
 
     y = np.asarray(labels, dtype=np.float64)
@@ -49,11 +51,12 @@ def prevalence_pos_weight(labels, names: Sequence[str] | None = None) -> list[fl
     pos = (y >= 0.5).sum(axis=0)
     neg = y.shape[0] - pos
     names = list(names) if names is not None else [str(j) for j in range(y.shape[1])]
-    bad = [names[j] for j in range(y.shape[1]) if pos[j] == 0 or neg[j] == 0]
+    bad = [j for j in range(y.shape[1]) if pos[j] == 0 or neg[j] == 0]
     if bad:
-        raise ValueError(f"loss.pos_weight=prevalence: label(s) {', '.join(bad)} have no positive or no negative "
-                         f"training row, so negatives/positives is undefined; give loss.pos_weight as a list")
-    return [round(float(n / p), 4) for n, p in zip(neg, pos)]
+        logging.getLogger(__name__).warning(
+            "loss.pos_weight=prevalence: label(s) %s have no positive or no negative training row; their "
+            "pos_weight is 1.0 (give loss.pos_weight as a list to choose)", ", ".join(names[j] for j in bad))
+    return [1.0 if j in bad else round(float(neg[j] / pos[j]), 4) for j in range(y.shape[1])]
 
 
 @LOSSES.register("weighted_bce")

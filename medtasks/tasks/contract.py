@@ -145,7 +145,8 @@ class Task(ABC):
             test = df.split == self.cfg.eval.split
             df.loc[~test, "split"] = "train"  # the folds take the validation role
             df["fold"] = -1
-            df.loc[~test, "fold"] = assign_folds(df[~test], self.fold_labels(), cv.folds, self.group_column,
+            group = self.group_column if d.split_level == "patient" else None  # slice level: rows fold alone
+            df.loc[~test, "fold"] = assign_folds(df[~test], self.fold_labels(), cv.folds, group,
                                                  self.cfg.seed).to_numpy()
         return df, warnings
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from medtasks.data.series import add_z_normalized
-from medtasks.data.splits import assign_splits, patients_overlap
+from medtasks.data.splits import assign_folds, assign_splits, patients_overlap
 
 
 def _frame(n_patients=30, seed=0):
@@ -50,3 +50,16 @@ def test_z_normalized_per_series():
     assert np.allclose(a.z_normalized, [0.0, 0.5, 1.0])
     assert out[out.series_instance_uid == "b"].z_normalized.item() == 0.5   # one slice: centre
     assert np.allclose(out[out.series_instance_uid == "c"].z_normalized, 0.5)
+
+
+def test_folds_by_patient_or_by_row():
+    """Patient folds keep a patient whole; ``group_column=None`` (the ich report's slice-level CV) folds rows."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"patient_id": np.repeat([f"p{i}" for i in range(20)], 5),
+                       "a": rng.integers(0, 2, 100), "b": rng.integers(0, 2, 100)})
+    by_patient = assign_folds(df, ["a", "b"], 5, "patient_id", seed=1)
+    assert df.assign(f=by_patient).groupby("patient_id").f.nunique().max() == 1
+    by_row = assign_folds(df, ["a", "b"], 5, None, seed=1)
+    assert sorted(by_row.unique()) == [0, 1, 2, 3, 4] and by_row.value_counts().tolist() == [20] * 5
+    assert df.assign(f=by_row).groupby("patient_id").f.nunique().max() > 1      # patients split across folds
+    assert (by_row.index == df.index).all()

@@ -19,8 +19,10 @@ import yaml
 
 from medtasks import api
 from medtasks.config import load_config
+from medtasks.paths import config_dir
 from medtasks.registry import TASKS
 from medtasks.report import SECTIONS
+from medtasks.report.html import esc
 from medtasks.schema import RunConfig
 from medtasks.tasks.contract import KINDS, Task, register_task
 from medtasks.tasks.kinds.classification import ClassificationTask
@@ -139,3 +141,37 @@ def test_embedded_default_runs_end_to_end_and_predicts(name: str, tmp_path: Path
     out = api.predict(name, rd.path, one, out=tmp_path / "predict", progress=False)
     preds = pd.read_csv(out / "predictions.csv")
     assert len(preds) >= 1 and (out / "rejected.csv").is_file()
+    # the source report's numbers sit beside the run's own, each comparable figure found in metrics.json
+    from medtasks.report.references import lookup, reference
+
+    for m in reference(name)["metrics"]:
+        if m["key"] is not None:
+            assert lookup(metrics, m["key"]) is not None, f"{name}: references.yaml key {m['key']} not in metrics.json"
+    html = (rd / "report.html").read_text(encoding="utf-8")
+    assert 'id="reference"' in html and "NOT COMPARABLE" in html and 'id="protocol-banner"' not in html
+
+
+REPORT_PROTOCOLS = sorted(p.name.split(".")[0] for p in config_dir().glob("*.report.yaml"))
+
+
+def test_every_task_has_a_report_protocol_profile() -> None:
+    assert REPORT_PROTOCOLS == sorted(NAMES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REPORT_PROTOCOLS)
+def test_report_protocol_runs_on_the_synthetic_default_and_is_marked(name: str, tmp_path: Path, monkeypatch) -> None:
+    """``--protocol report``: the report's protocol over the demo profile; metrics.json and report.html say so."""
+    monkeypatch.setenv("MEDTASKS_CACHE", str(tmp_path / "cache"))
+    rd, metrics = api.run(name, overrides=PROFILES[name], runs_dir=tmp_path / "runs", progress=False,
+                          protocol="report")
+    cfg = load_config(api.default_config(name, demo=True), TASKS.get(name).Config, PROFILES[name],
+                      overlays=api.protocol_overlay(name, "report"))
+    assert metrics["protocol"] == "report" and cfg.protocol.departures
+    for line in cfg.protocol.warnings():
+        assert line in metrics["warnings"]
+    assert metrics["split"] == cfg.eval.split and rd.path.name.endswith("demo-report")
+    html = (rd / "report.html").read_text(encoding="utf-8")
+    assert 'id="protocol-banner"' in html and esc(cfg.protocol.departures[0]) in html
+    man = pd.read_csv(rd / "manifest.csv", dtype=str)
+    assert (man.split == cfg.eval.split).any()

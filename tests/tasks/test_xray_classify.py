@@ -63,6 +63,20 @@ def test_official_test_drops_leaking_children(prepared) -> None:
     assert leaked.any() and warnings and f"{int(leaked.sum())} training image(s)" in warnings[0]
 
 
+def test_release_mode_keeps_the_folders_as_they_are(prepared) -> None:
+    """The report's protocol: the release's own train / val / test folders, leaks counted, extras listed."""
+    task = XrayClassify(load_config(CONFIG, XrayClassifyConfig, ["resplit.mode=release"]))
+    raw = task.load_manifest(prepared)
+    df, warnings = task.make_splits(raw)
+    inside = raw[raw.source_split.isin(["train", "val", "test"])]
+    assert len(df) == len(inside) and (df.split == df.source_split).all()
+    assert (df.split == "val").sum() == (raw.source_split == "val").sum() == 4          # 2 per class
+    shared = inside.groupby("patient_id").source_split.nunique()
+    assert any(f"{int((shared > 1).sum())} child(ren)" in w for w in warnings)
+    if len(inside) < len(raw):   # the DICOM extras sit outside the folders: named, not dropped silently
+        assert any(f"{len(raw) - len(inside)} image(s) outside" in w for w in warnings)
+
+
 def test_run_metrics_and_report(trained) -> None:
     rd, metrics = trained
     saved = json.loads((rd / "metrics.json").read_text())

@@ -114,6 +114,20 @@ class ClassificationTask(NetworkTask):
                  info["rows_before"], info["rows_after"], info["before"], info["after"])
         return out
 
+    def sample_eval_rows(self, run: RunDir, test_df: pd.DataFrame) -> pd.DataFrame:
+        """``sampling.eval_per_class`` / ``eval_normal``: the evaluated rows drawn class-balanced (without
+        replacement), as a report that tested on a balanced sample did; recorded in ``eval_sampling.json``."""
+        from medtasks.data.sampling import balance_rows
+
+        s = self.cfg.sampling
+        if s.eval_per_class is None and s.eval_normal is None:
+            return test_df
+        out, info = balance_rows(test_df, self.sampling_labels(), s.eval_per_class, s.eval_normal, None, False,
+                                 seed=self.cfg.seed)
+        write_json_atomic(run / "eval_sampling.json", {**info, "split": self.cfg.eval.split})
+        log.info("balanced evaluation sample of %s: %d -> %d rows", self.cfg.eval.split, len(test_df), len(out))
+        return out.reset_index(drop=True)
+
     def train_prepare_batch(self) -> Any:
         """The training batches' prepare_batch: the task's own, wrapped in MixUp when it is on."""
         alpha = self.mixup_alpha()
@@ -208,7 +222,7 @@ class ClassificationTask(NetworkTask):
         from medtasks.metrics.summary import multilabel_summary
 
         split = self.cfg.eval.split
-        test_df = self.eval_rows(df)
+        test_df = self.sample_eval_rows(run, self.eval_rows(df))
         model = self.load_model(run, "best")
         logits = self.infer_logits(model, test_df, split, progress=True, run=run)
         probs = sigmoid(logits / self.temperature())
@@ -234,7 +248,8 @@ class ClassificationTask(NetworkTask):
         if "temperature" in self.state:
             metrics["before_temperature"] = self._calibration_view(y, sigmoid(logits))
             metrics["temperature_range"] = list(self.cfg.calibration.temperature_range)
-        for key, name in (("cv", "cv.json"), ("training_sampling", "sampling.json"), ("sequence", "sequence.json")):
+        for key, name in (("cv", "cv.json"), ("training_sampling", "sampling.json"), ("sequence", "sequence.json"),
+                          ("eval_sampling", "eval_sampling.json")):
             if (run / name).is_file():  # what training recorded: folds, balanced sampling, stage 2
                 metrics[key] = json.loads((run / name).read_text(encoding="utf-8"))
         self.add_fit_result(metrics, fit_result)

@@ -83,7 +83,8 @@ class DetectionTask(Task):
             for d in dropped:
                 rejected.add(src, f"box_{d.reason}", f"box {d.box} dropped from the YOLO labels")
             write_yolo_labels(root / "labels" / r.split / f"{stem}.txt", lines)
-        data = {"path": str(root.resolve()), **{s: f"images/{s}" for s in SPLITS}, "names": {0: self.labels[0]}}
+        present = [s for s in SPLITS if (df.split == s).any()]  # no test split under a report protocol (eval on val)
+        data = {"path": str(root.resolve()), **{s: f"images/{s}" for s in present}, "names": {0: self.labels[0]}}
         data_yaml = run / "data.yaml"
         write_text_atomic(data_yaml, yaml.safe_dump(data, sort_keys=False))
         return data_yaml, rejected
@@ -93,7 +94,7 @@ class DetectionTask(Task):
         if resume:
             raise ValueError(f"{self.name} cannot resume through medtasks; pass detect.extra.resume=true with "
                              "detect.model=<run>/ultralytics/train/weights/last.pt")
-        for split in SPLITS:
+        for split in ("train", "val", self.cfg.eval.split):
             if not (df.split == split).any():
                 raise ValueError(f"no {split} rows: check data.split fractions or the manifest's split column")
         data_yaml, dropped = self.write_yolo_dataset(run, df)

@@ -50,9 +50,11 @@ class ResplitConfig:
     """How the release's folders become splits. ``grouped``: pool every image and split by child
     (data.split fractions); ``official_test``: keep the release's test folder as the test split
     (comparable with published numbers), split the rest by child into train / val, and drop
-    training images of children who also appear in the test folder (the release leaks some)."""
+    training images of children who also appear in the test folder (the release leaks some); ``release``:
+    the release's train / val / test folders as they are (the report's protocol: 16 validation images, and
+    children shared between the folders)."""
 
-    mode: Literal["grouped", "official_test"] = "grouped"
+    mode: Literal["grouped", "official_test", "release"] = "grouped"
 
 
 @dataclass

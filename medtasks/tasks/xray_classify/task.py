@@ -93,10 +93,12 @@ class XrayClassify(GreyImageClassifier):
         return df.assign(**{LABEL: df[LABEL].astype(int)})
 
     def make_splits(self, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-        """``resplit.mode``: ``grouped`` (the base's patient-grouped split) or ``official_test``."""
-        if "split" in df.columns and self.cfg.resplit.mode == "official_test":
-            log.warning("the manifest has a split column: it is used as is and resplit.mode=official_test is ignored "
-                        "(remove the column to let medtasks split)")
+        """``resplit.mode``: ``grouped`` (the base's patient-grouped split), ``official_test`` or ``release``."""
+        if "split" in df.columns and self.cfg.resplit.mode != "grouped":
+            log.warning("the manifest has a split column: it is used as is and resplit.mode=%s is ignored "
+                        "(remove the column to let medtasks split)", self.cfg.resplit.mode)
+        if self.cfg.resplit.mode == "release" and "split" not in df.columns:
+            return self._release_splits(df)
         if self.cfg.resplit.mode == "grouped" or "split" in df.columns:
             return super().make_splits(df)
         if "source_split" not in df.columns or not (df["source_split"] == "test").any():
@@ -115,6 +117,28 @@ class XrayClassify(GreyImageClassifier):
         rest["split"] = assign_splits(rest, self.group_column, (tr / (tr + va), va / (tr + va), 0.0),
                                       seed=self.cfg.seed, stratify=self.cfg.data.stratify)
         out = pd.concat([rest, df[test].assign(split="test")]).reset_index(drop=True)
+        return out, warnings
+
+    def _release_splits(self, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        """The release's own train / val / test folders as the splits (the report's protocol), leaks and all:
+        a warning counts the children whose images sit in more than one split."""
+        from medtasks.data.splits import patients_overlap
+
+        if "source_split" not in df.columns or not set(df["source_split"]) >= {"train", "val", "test"}:
+            raise ManifestError("resplit.mode=release needs a source_split column with train, val and test rows "
+                                "(the release's folders); use resplit.mode=grouped")
+        inside = df["source_split"].isin(["train", "val", "test"])
+        out = df[inside].assign(split=df.loc[inside, "source_split"].astype(str)).reset_index(drop=True)
+        warnings = []
+        if not inside.all():
+            warnings.append(f"resplit.mode=release: {int((~inside).sum())} image(s) outside the release's train / val "
+                            f"/ test folders are not used (e.g. {df.loc[~inside, 'image'].iloc[0]})")
+            log.warning(warnings[-1])
+        leaks = patients_overlap(out, self.group_column)
+        if leaks:
+            warnings.append(f"resplit.mode=release: {len(leaks)} child(ren) have images in more than one of the "
+                            f"release's folders (patient leakage; e.g. {', '.join(map(str, leaks[:3]))})")
+            log.warning(warnings[-1])
         return out, warnings
 
     def fit_state(self, train_records: list[dict[str, Any]]) -> None:

@@ -192,9 +192,10 @@ def report(run_dir: str | Path) -> Path:
 
 
 def compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
-            progress: bool = True) -> Path:
-    """Side-by-side metrics of runs of one task on the same cases, with paired patient-bootstrap
-    differences; returns ``compare.html`` (see :mod:`medtasks.compare`)."""
+            progress: bool = True, unpaired: bool = False) -> Path:
+    """Side-by-side metrics of runs of one task, with paired patient-bootstrap differences on the same cases
+    (unpaired ones when the runs were scored on different cases, or with ``unpaired``); returns
+    ``compare.html`` (see :mod:`medtasks.compare`)."""
     from medtasks.compare import compare_runs
 
-    return compare_runs(run_dirs, out, n_boot=n_boot, seed=seed, progress=progress)
+    return compare_runs(run_dirs, out, n_boot=n_boot, seed=seed, progress=progress, unpaired=unpaired)

@@ -1,21 +1,28 @@
-"""``medtasks compare``: runs of one task side by side, with paired patient-bootstrap CIs.
+"""``medtasks compare``: runs of one task side by side, with patient-bootstrap CIs of every difference.
 
 Every number is recomputed from each run's ``predictions.csv`` (rows of the split its
-``metrics.json`` says was evaluated), so all runs are measured by the same code on the same
-cases. Runs must share the task, the kind, the labels, the evaluated ``case_id`` set and the
-truth of every case; rows are aligned by ``case_id``.
+``metrics.json`` says was evaluated), so all runs are measured by the same code. Runs must share
+the task, the kind and the labels; the metric set is the kind's :class:`~medtasks.compare_metrics.MetricSet`
+in :data:`COMPARE_METRICS` (classification: :class:`~medtasks.compare_metrics.ClassificationMetrics`,
+segmentation: :class:`~medtasks.compare_metrics.SegmentationMetrics`).
 
-Statistics (design §6): each metric of each run gets a 95 % percentile CI resampling whole
-patients (:func:`~medtasks.metrics.bootstrap.bootstrap_ci`); each pair gets the difference
-``run_a - run_b`` (``run_b`` = the run given earlier) with a paired CI
-(:func:`~medtasks.metrics.bootstrap.paired_bootstrap_diff`: both runs scored on the same
-resampled patients), ``significant`` when it excludes 0. One seed serves every metric and run,
-so all intervals use the same replicates. No multiple-comparison correction; the page says so.
+Statistics (design §6): each metric of each run gets a 95 % percentile CI resampling that run's
+whole patients (:func:`~medtasks.metrics.bootstrap.bootstrap_ci`). Each pair gets the difference
+``run_a - run_b`` (``run_b`` = the run given earlier), ``significant`` when its CI excludes 0:
 
+* ``paired`` when both runs evaluated the same ``case_id`` set: rows are aligned by case_id, the
+  truth (and patient) of every case must agree, and both runs are scored on the same resampled
+  patients (:func:`~medtasks.metrics.bootstrap.paired_bootstrap_diff`);
+* ``unpaired`` when the case sets differ (e.g. a ``--protocol report`` run scored on its random
+  validation split against a default run scored on its patient-split test set), or for every pair
+  with ``--unpaired``: each run's patients are resampled independently
+  (:func:`~medtasks.metrics.bootstrap.unpaired_bootstrap_diff`). That CI is wider and includes the
+  case-mix difference; the page and ``compare_pairs.csv`` (column ``pairing``) say which was used,
+  and a note gives the number of shared cases.
+
+One seed serves every metric and run. No multiple-comparison correction; the page says so.
 Thresholded metrics use each run's own ``pred_<L>`` column (its tuned thresholds), so a
-comparison includes the effect of threshold choice. The metric set is chosen by kind from
-:data:`COMPARE_METRICS`; a new kind registers a builder
-``builder(run: AlignedRun) -> {(metric, label): metric_fn(indices) -> float}``.
+comparison includes the effect of threshold choice.
 
 Example:
     >>> from medtasks.compare import compare_runs
@@ -28,35 +35,29 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from medtasks.compare_metrics import COMPARE_METRICS, LOWER_IS_BETTER, OVERALL, AlignedRun, MetricSet
 from medtasks.io.atomic import write_csv_atomic
-from medtasks.metrics.bootstrap import ResampledAUC, bootstrap_ci, paired_bootstrap_diff
-from medtasks.metrics.calibration import brier_score, expected_calibration_error
-from medtasks.metrics.classification import rsna_weighted_log_loss
-from medtasks.metrics.summary import _class_weights, _prf_from_counts
-from medtasks.registry import Registry, UnknownNameError, did_you_mean
+from medtasks.metrics.bootstrap import bootstrap_ci, paired_bootstrap_diff, unpaired_bootstrap_diff
+from medtasks.metrics.summary import _class_weights
+from medtasks.registry import UnknownNameError, did_you_mean
 from medtasks.report import RunData, load_run
 
-__all__ = ["compare_runs", "align_runs", "compute_comparison", "AlignedRun", "CompareError",
-           "RunFileMissing", "COMPARE_METRICS", "LOWER_IS_BETTER", "add_compare_parser", "run_compare"]
+__all__ = ["compare_runs", "align_runs", "compute_comparison", "pairing_of", "AlignedRun", "CompareError",
+           "RunFileMissing", "COMPARE_METRICS", "LOWER_IS_BETTER", "OVERALL", "UNPAIRED_WHY", "add_compare_parser",
+           "run_compare"]
 
 logger = logging.getLogger(__name__)
 
-OVERALL = "overall"
-LOWER_IS_BETTER = frozenset({"rsna_weighted_log_loss", "ece", "brier"})
 DEFAULT_ECE_BINS = 15
-
-MetricKey = tuple[str, str]
-MetricFn = Callable[[np.ndarray], float]
-COMPARE_METRICS = Registry("compare metric set (by kind)")
+UNPAIRED_WHY = ("the CI of the difference resamples each run's patients independently; it is wider than a paired "
+                "CI and includes the case-mix difference")
 
 
 class CompareError(ValueError):
@@ -65,31 +66,6 @@ class CompareError(ValueError):
 
 class RunFileMissing(CompareError, FileNotFoundError):
     """A run directory or one of its files is missing (both a ValueError and a FileNotFoundError)."""
-
-
-@dataclass
-class AlignedRun:
-    """One run's evaluated rows, aligned by ``case_id`` with the reference (first) run.
-
-    ``y_true``/``prob``/``pred`` are (N, C) in ``labels`` order; ``groups`` are patient ids.
-    ``class_weights`` and ``n_bins`` come from the reference run, so every run is scored alike.
-    """
-
-    name: str
-    run_dir: Path
-    task: str
-    kind: str
-    labels: list[str]
-    synthetic: bool
-    case_ids: np.ndarray
-    groups: np.ndarray
-    y_true: np.ndarray
-    prob: np.ndarray
-    pred: np.ndarray
-    class_weights: list[float] | None
-    n_bins: int
-    group_column: str = "patient_id"
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- loading + checks
@@ -109,8 +85,17 @@ def _load(run_dir: Path) -> RunData:
     return run
 
 
-def _evaluated_rows(run: RunData) -> pd.DataFrame:
-    """Rows of the evaluated split, with every column compare needs checked."""
+def _metric_set(kind: str) -> type[MetricSet]:
+    try:
+        return COMPARE_METRICS.get(kind)
+    except UnknownNameError:
+        raise CompareError(f"compare has no metric set for kind {kind!r}.{did_you_mean(kind, COMPARE_METRICS.names())} "
+                           "A new kind registers a MetricSet subclass with "
+                           "`@medtasks.compare.COMPARE_METRICS.register(kind)`.") from None
+
+
+def _evaluated_rows(run: RunData, mset: type[MetricSet]) -> pd.DataFrame:
+    """Rows of the evaluated split, indexed by case_id, with the columns of the kind's metric set checked."""
     df, path = run.predictions, run.run_dir / "predictions.csv"
     split = run.metrics.get("split")
     if split is not None and "split" in df.columns:
@@ -118,20 +103,16 @@ def _evaluated_rows(run: RunData) -> pd.DataFrame:
         if df.empty:
             raise CompareError(f"{path}: no rows with split == {split!r} (the split metrics.json says was "
                                f"evaluated); splits present: {sorted(run.predictions['split'].unique())}.")
-    cols = ["case_id"] + [f"{p}_{lab}" for lab in run.labels for p in ("true", "prob", "pred")]
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise CompareError(f"{path} lacks column(s) {missing}; compare needs case_id and true_/prob_/pred_<label> "
-                           f"for labels {run.labels} (as written by `medtasks run`).")
+    if "case_id" not in df.columns:
+        raise CompareError(f"{path} lacks column case_id; compare aligns and counts cases by it (as written by "
+                           "`medtasks run`).")
     dup = df["case_id"][df["case_id"].duplicated()]
     if len(dup):
         raise CompareError(f"{path}: case_id {dup.iloc[0]!r} appears {int((df['case_id'] == dup.iloc[0]).sum())} "
                            "times in the evaluated split; case ids must be unique to align runs.")
-    for col in cols[1:]:
-        v, is_prob = pd.to_numeric(df[col], errors="coerce"), col.startswith("prob_")
-        if not (v.between(0.0, 1.0) if is_prob else v.isin((0, 1))).all():
-            want = "probabilities in [0, 1]" if is_prob else "only 0/1"
-            raise CompareError(f"{path}: column {col} must hold {want} for every evaluated case (no blanks).")
+    problem = mset.problems(df, run.labels)
+    if problem:
+        raise CompareError(f"{path}: {problem}")
     return df.set_index("case_id", drop=False)
 
 
@@ -144,11 +125,11 @@ def _run_names(dirs: Sequence[Path]) -> list[str]:
 
 def _examples(ids: Sequence[str] | set, k: int = 3) -> str:
     ids = sorted(ids)
-    return ", ".join(repr(x) for x in ids[:k]) + (", ..." if len(ids) > k else "")
+    return ", ".join(repr(str(x)) for x in ids[:k]) + (", ..." if len(ids) > k else "")
 
 
 def _check_same(ref: RunData, run: RunData) -> None:
-    fix = "compare puts runs of one task, evaluated on the same cases, side by side."
+    fix = "compare puts runs of one task (same kind and labels) side by side."
     for what, a, b in (("task", ref.task, run.task), ("kind", ref.kind, run.kind),
                        ("labels", sorted(ref.labels), sorted(run.labels))):
         if a != b:
@@ -165,13 +146,27 @@ def _reference_weights(ref: RunData) -> list[float] | None:
         raise CompareError(f"{ref.run_dir / 'metrics.json'}: class_weights: {exc}") from None
 
 
-def align_runs(run_dirs: Sequence[str | Path]) -> list[AlignedRun]:
-    """Load and check run directories and align their evaluated rows by ``case_id``.
+def _differs(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    """Row mask: the two equally shaped frames differ in some column (NaN equals NaN)."""
+    x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+    return ~((x == y) | (np.isnan(x) & np.isnan(y))).all(axis=1)
+
+
+def _has_pid(df: pd.DataFrame) -> bool:
+    return "patient_id" in df.columns and bool(df["patient_id"].notna().all())
+
+
+def align_runs(run_dirs: Sequence[str | Path], unpaired: bool = False) -> list[AlignedRun]:
+    """Load and check run directories; runs with the same evaluated case set share one row order.
+
+    Runs evaluated on the same ``case_id`` set (and ``unpaired`` False) are compared paired, so their
+    rows are put in the order of the first of them, and the truth and patient of every case must agree.
+    Runs on different case sets keep their own rows and patients (compared unpaired).
 
     Raises:
         CompareError: fewer than two runs, a run given twice, a missing file (also a
-            ``FileNotFoundError``), a different task/kind/labels, a different evaluated case
-            set, a case whose truth or patient differs between runs, or malformed columns.
+            ``FileNotFoundError``), a different task/kind/labels, malformed columns, or (paired runs
+            only) a case whose truth or patient differs between runs.
     """
     dirs = [Path(d) for d in run_dirs]
     if len(dirs) < 2:
@@ -185,116 +180,78 @@ def align_runs(run_dirs: Sequence[str | Path]) -> list[AlignedRun]:
     ref = runs[0]
     for run in runs[1:]:
         _check_same(ref, run)
-    frames = [_evaluated_rows(r) for r in runs]
-    ref_df, ref_ids = frames[0], frames[0]["case_id"].to_numpy(dtype=str)
-    for run, df in zip(runs[1:], frames[1:]):
-        only_here, only_ref = set(df.index) - set(ref_df.index), set(ref_df.index) - set(df.index)
-        if only_here or only_ref:
-            raise CompareError(
-                f"{run.run_dir}: evaluated cases differ from the first run {ref.run_dir}: {len(only_here)} only in "
-                f"this run ({_examples(only_here)}), {len(only_ref)} only in the first ({_examples(only_ref)}). "
-                "Evaluate both runs on the same manifest and split (metrics.json 'split') before comparing.")
-    has_pid = all("patient_id" in df.columns and df["patient_id"].notna().all() for df in frames)
-    if not has_pid:
-        logger.warning("predictions.csv lacks patient_id in some run: the bootstrap resamples cases instead")
-    group_column = "patient_id" if has_pid else "case_id"
-    groups = ref_df.loc[ref_ids, group_column].to_numpy(dtype=str)
+    mset = _metric_set(ref.kind)
+    frames = [_evaluated_rows(r, mset) for r in runs]
+    sets = [frozenset(df.index) for df in frames]
+    leaders = [i if unpaired else sets.index(s) for i, s in enumerate(sets)]  # first run with the same case set
     weights, n_bins = _reference_weights(ref), int((ref.metrics.get("calibration") or {}).get("n_bins")
                                                    or DEFAULT_ECE_BINS)
-    labels, names = list(ref.labels), _run_names(dirs)
-    truth = ref_df.loc[ref_ids, [f"true_{lab}" for lab in labels]].to_numpy(dtype=np.int64)
-    out = []
-    for name, run, df in zip(names, runs, frames):
-        df = df.loc[ref_ids]
-        y = df[[f"true_{lab}" for lab in labels]].to_numpy(dtype=np.int64)
-        bad = np.nonzero((y != truth).any(axis=1))[0]
-        if bad.size:
-            raise CompareError(f"{run.run_dir}: truth differs from the first run {ref.run_dir} for {bad.size} case(s) "
-                               f"({_examples(ref_ids[bad])}); the runs were evaluated on different labels. Rebuild "
-                               "both from the same manifest.")
-        if has_pid and (df["patient_id"].to_numpy(dtype=str) != groups).any():
-            raise CompareError(f"{run.run_dir}: patient_id of some cases differs from the first run {ref.run_dir}; "
-                               "evaluate both runs on the same manifest.")
+    labels, names, out = list(ref.labels), _run_names(dirs), []
+    for i, (name, run, df) in enumerate(zip(names, runs, frames)):
+        lead, lead_df = runs[leaders[i]], frames[leaders[i]]
+        ids = lead_df["case_id"].to_numpy(dtype=str)
+        df = df.loc[ids]
+        members = [frames[j] for j in range(len(runs)) if leaders[j] == leaders[i]]
+        group_column = "patient_id" if all(_has_pid(m) for m in members) else "case_id"
+        if group_column == "case_id":
+            logger.warning("%s: predictions.csv lacks patient_id (here or in a run on the same cases): the "
+                           "bootstrap resamples cases instead", run.run_dir)
+        groups = lead_df.loc[ids, group_column].to_numpy(dtype=str)
+        if leaders[i] != i:
+            cols = mset.truth_columns(lead_df, labels)
+            bad = np.nonzero(_differs(df[cols], lead_df.loc[ids, cols]))[0]
+            if bad.size:
+                raise CompareError(
+                    f"{run.run_dir}: truth differs from {lead.run_dir} (same evaluated cases, so compared paired) "
+                    f"for {bad.size} case(s) ({_examples(ids[bad])}); the runs were evaluated on different labels. "
+                    "Rebuild both from the same manifest, or pass --unpaired to compare them as independent samples.")
+            if group_column == "patient_id" and (df["patient_id"].to_numpy(dtype=str) != groups).any():
+                raise CompareError(f"{run.run_dir}: patient_id of some cases differs from {lead.run_dir}; evaluate "
+                                   "both runs on the same manifest, or pass --unpaired.")
         out.append(AlignedRun(
             name=name, run_dir=run.run_dir, task=run.task, kind=run.kind, labels=labels, synthetic=run.synthetic,
-            case_ids=ref_ids, groups=groups, y_true=truth,
-            prob=df[[f"prob_{lab}" for lab in labels]].to_numpy(dtype=np.float64),
-            pred=df[[f"pred_{lab}" for lab in labels]].to_numpy(dtype=np.int64),
-            class_weights=weights, n_bins=n_bins, group_column=group_column, metrics=run.metrics))
+            case_ids=ids, groups=groups, frame=df, class_weights=weights, n_bins=n_bins, group_column=group_column,
+            metrics=run.metrics))
     return out
 
 
-# --------------------------------------------------------------------------- metric registry
+def pairing_of(a: AlignedRun, b: AlignedRun, unpaired: bool = False) -> str:
+    """``"paired"`` when the two runs hold the same cases in the same order (and not ``unpaired``), else
+    ``"unpaired"``."""
+    return "paired" if not unpaired and np.array_equal(a.case_ids, b.case_ids) else "unpaired"
 
 
-@COMPARE_METRICS.register("multilabel")
-@COMPARE_METRICS.register("binary")
-def classification_metrics(run: AlignedRun) -> dict[MetricKey, MetricFn]:
-    """Per label precision / recall / F1 (at the run's ``pred_<L>``) and ROC-AUC; support-weighted
-    and macro F1; RSNA weighted log loss (when ``run.class_weights``); pooled ECE and Brier."""
-    yt, yp, n = run.y_true, run.prob, run.y_true.shape[0]
-    tp_rows = ((yt == 1) & (run.pred == 1)).astype(np.float64)
-    fp_rows = ((yt == 0) & (run.pred == 1)).astype(np.float64)
-    fn_rows = ((yt == 1) & (run.pred == 0)).astype(np.float64)
-
-    def counts(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w = np.bincount(idx, minlength=n).astype(np.float64)
-        return w @ tp_rows, w @ fp_rows, w @ fn_rows
-
-    def prf(k: int, j: int | None, average: str = "macro") -> MetricFn:
-        cols = slice(None) if j is None else slice(j, j + 1)
-        return lambda idx: _prf_from_counts(*(c[cols] for c in counts(idx)), average)[k]
-
-    fns: dict[MetricKey, MetricFn] = {}
-    for j, lab in enumerate(run.labels):
-        for k, name in enumerate(("precision", "recall", "f1")):
-            fns[(name, lab)] = prf(k, j)
-        fns[("roc_auc", lab)] = ResampledAUC(yt[:, j], yp[:, j])
-    if len(run.labels) > 1:
-        fns[("weighted_f1", OVERALL)] = prf(2, None, "weighted")
-        fns[("macro_f1", OVERALL)] = prf(2, None, "macro")
-    if run.class_weights is not None:
-        weights = run.class_weights
-        fns[("rsna_weighted_log_loss", OVERALL)] = lambda idx: rsna_weighted_log_loss(yt[idx], yp[idx], weights)
-    fns[("ece", OVERALL)] = lambda idx: expected_calibration_error(yt[idx], yp[idx], n_bins=run.n_bins)
-    fns[("brier", OVERALL)] = lambda idx: brier_score(yt[idx], yp[idx])
-    return fns
+def _undefined(idx: np.ndarray) -> float:
+    raise ValueError("metric not computed for this run")
 
 
-def _metric_builder(kind: str) -> Callable[[AlignedRun], dict[MetricKey, MetricFn]]:
-    try:
-        return COMPARE_METRICS.get(kind)
-    except UnknownNameError:
-        raise CompareError(f"compare has no metric set for kind {kind!r}.{did_you_mean(kind, COMPARE_METRICS.names())} "
-                           "A new kind registers one with "
-                           "`@medtasks.compare.COMPARE_METRICS.register(kind)`.") from None
-
-
-def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int = 0,
-                       progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-run values with CIs and pairwise paired differences for aligned runs.
+def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int = 0, progress: bool = True,
+                       unpaired: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-run values with CIs and pairwise differences (paired or unpaired, see :func:`pairing_of`).
 
     Returns:
         ``(per_run, pairs)``: per_run has columns metric, label, run, value, ci_low, ci_high;
-        pairs has metric, label, run_a, run_b, diff (= run_a - run_b; run_b is the run given
-        earlier), ci_low, ci_high, significant. Undefined values are NaN.
+        pairs has metric, label, run_a, run_b, pairing, diff (= run_a - run_b; run_b is the run
+        given earlier), ci_low, ci_high, significant. Undefined values are NaN.
     """
-    builder = _metric_builder(runs[0].kind)
-    fns = [builder(r) for r in runs]
-    groups = runs[0].groups
+    mset = _metric_set(runs[0].kind)
+    fns = [mset.build(r) for r in runs]
+    n = len(runs)
+    pairing = {(i, j): pairing_of(runs[i], runs[j], unpaired) for i in range(n) for j in range(i + 1, n)}
     per_run, pairs = [], []
     for key in tqdm(list(fns[0]), desc="compare", unit="metric", disable=not progress):
         metric, label = key
         for run, f in zip(runs, fns):
-            r = bootstrap_ci(f[key], groups, n_boot=n_boot, seed=seed)
+            r = bootstrap_ci(f.get(key, _undefined), run.groups, n_boot=n_boot, seed=seed)
             per_run.append({"metric": metric, "label": label, "run": run.name, "value": r["value"],
                             "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
-        for i in range(len(runs)):
-            for j in range(i + 1, len(runs)):
-                d = paired_bootstrap_diff(fns[j][key], fns[i][key], groups, n_boot=n_boot, seed=seed)
-                pairs.append({"metric": metric, "label": label, "run_a": runs[j].name, "run_b": runs[i].name,
-                              "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                              "significant": bool(d["excludes_zero"])})
+        for (i, j), how in pairing.items():
+            fa, fb = fns[j].get(key, _undefined), fns[i].get(key, _undefined)
+            d = (paired_bootstrap_diff(fa, fb, runs[i].groups, n_boot=n_boot, seed=seed) if how == "paired" else
+                 unpaired_bootstrap_diff(fa, fb, runs[j].groups, runs[i].groups, n_boot=n_boot, seed=seed))
+            pairs.append({"metric": metric, "label": label, "run_a": runs[j].name, "run_b": runs[i].name,
+                          "pairing": how, "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                          "significant": bool(d["excludes_zero"])})
     as_float = dict.fromkeys(("value", "diff", "ci_low", "ci_high"), float)  # None -> NaN
     return (pd.DataFrame(per_run).astype({k: v for k, v in as_float.items() if k != "diff"}),
             pd.DataFrame(pairs).astype({k: v for k, v in as_float.items() if k != "value"}))
@@ -303,13 +260,39 @@ def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int
 # --------------------------------------------------------------------------- public entry points
 
 
-def _notes(runs: Sequence[AlignedRun], per_run: pd.DataFrame) -> list[str]:
-    """Warnings for the page: stale metrics.json, differing class weights, no patient ids."""
-    notes = []
-    if runs[0].group_column != "patient_id":
-        notes.append("predictions.csv has no patient_id: the bootstrap resampled cases, not patients, "
-                     "so the CIs are too narrow if a patient has several cases.")
+def _pairing_notes(runs: Sequence[AlignedRun], unpaired: bool) -> list[str]:
+    """One note per unpaired pair: why, how many cases each run and both share, and what the CI means."""
+    mset, notes = _metric_set(runs[0].kind), []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            a, b = runs[j], runs[i]
+            if pairing_of(b, a, unpaired) == "paired":
+                continue
+            shared = sorted(set(a.case_ids) & set(b.case_ids))
+            if set(a.case_ids) == set(b.case_ids):
+                why = f"as --unpaired asked, although both runs were scored on the same {len(shared)} cases"
+            else:
+                overlap = "none shared" if not shared else f"{len(shared)} shared, resampled independently here"
+                why = f"runs scored on different cases ({len(a.case_ids)} and {len(b.case_ids)} cases, {overlap})"
+            notes.append(f"{a.name} - {b.name}: unpaired, {why}: {UNPAIRED_WHY}.")
+            if shared:
+                cols = mset.truth_columns(a.frame, a.labels)
+                bad = np.nonzero(_differs(a.frame.loc[shared, cols], b.frame.loc[shared, cols]))[0]
+                if bad.size:
+                    notes.append(f"{a.name} - {b.name}: truth differs on {bad.size} of the {len(shared)} shared "
+                                 f"cases ({_examples([shared[k] for k in bad])}): the runs used different labels.")
+    return notes
+
+
+def _notes(runs: Sequence[AlignedRun], per_run: pd.DataFrame, unpaired: bool = False) -> list[str]:
+    """Warnings for the page: unpaired pairs, no patient ids, kind caveats, class weights, stale metrics.json."""
+    notes = _pairing_notes(runs, unpaired)
     for run in runs:
+        if run.group_column != "patient_id":
+            notes.append(f"{run.name}: no patient_id in predictions.csv (here or in a run on the same cases): the "
+                         "bootstrap resampled cases, not patients, so its CIs are too narrow if a patient has "
+                         "several cases.")
+        notes.extend(_metric_set(run.kind).notes(run))
         cw = run.metrics.get("class_weights")
         if runs[0].class_weights is not None and isinstance(cw, dict) and \
                 [float(cw.get(lab, np.nan)) for lab in run.labels] != runs[0].class_weights:
@@ -324,16 +307,22 @@ def _notes(runs: Sequence[AlignedRun], per_run: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _common(values: list) -> object:
+    return values[0] if all(v == values[0] for v in values) else None
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None, n_boot: int = 1000,
-                 seed: int = 0, progress: bool = True) -> Path:
-    """Compare runs of one task on the same cases; write CSVs, a forest plot and ``compare.html``.
+                 seed: int = 0, progress: bool = True, unpaired: bool = False) -> Path:
+    """Compare runs of one task; write CSVs, a forest plot and ``compare.html``.
 
     Args:
         run_dirs: Two or more run directories; the first is the reference.
         out_dir: Output folder (default ``./compare/<timestamp>``).
         n_boot: Bootstrap replicates per metric, run and pair.
-        seed: Bootstrap seed (the same resampled patients for every metric and run).
+        seed: Bootstrap seed (the same for every metric and run).
         progress: Show a tqdm bar over metrics.
+        unpaired: Compare every pair as independent samples, even runs scored on the same cases
+            (runs on different case sets are compared unpaired in any case).
 
     Returns:
         Path of ``compare.html``; ``compare.csv``, ``compare_pairs.csv`` and
@@ -344,34 +333,42 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     """
     from medtasks.report.compare_html import render_compare
 
-    runs = align_runs(run_dirs)
+    runs = align_runs(run_dirs, unpaired=unpaired)
     if out_dir is None:
         out_dir = Path("compare") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out_dir)
-    per_run, pairs = compute_comparison(runs, n_boot=n_boot, seed=seed, progress=progress)
+    per_run, pairs = compute_comparison(runs, n_boot=n_boot, seed=seed, progress=progress, unpaired=unpaired)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(per_run, out_dir / "compare.csv")
     write_csv_atomic(pairs, out_dir / "compare_pairs.csv")
-    notes = _notes(runs, per_run)
-    info = {"task": runs[0].task, "kind": runs[0].kind, "split": runs[0].metrics.get("split"),
-            "n_cases": int(runs[0].case_ids.shape[0]), "n_patients": int(np.unique(runs[0].groups).size),
+    notes = _notes(runs, per_run, unpaired)
+    run_info = [{"name": r.name, "path": str(r.run_dir), "synthetic": r.synthetic,
+                 "config_hash": r.metrics.get("config_hash"), "thresholds": r.metrics.get("thresholds"),
+                 "protocol": r.metrics.get("protocol") or "medtasks", "split": r.metrics.get("split"),
+                 "n_cases": int(r.case_ids.shape[0]),
+                 "n_patients": int(np.unique(r.groups).size) if r.group_column == "patient_id" else None}
+                for r in runs]
+    same_cases = all(set(r.case_ids) == set(runs[0].case_ids) for r in runs)
+    info = {"task": runs[0].task, "kind": runs[0].kind, "split": _common([r["split"] for r in run_info]),
+            "n_cases": run_info[0]["n_cases"] if same_cases else None,
+            "n_patients": run_info[0]["n_patients"] if same_cases else None,
             "n_boot": int(n_boot), "seed": int(seed), "class_weights": runs[0].class_weights,
-            "labels": runs[0].labels,
-            "runs": [{"name": r.name, "path": str(r.run_dir), "synthetic": r.synthetic,
-                      "config_hash": r.metrics.get("config_hash"), "thresholds": r.metrics.get("thresholds")}
-                     for r in runs]}
+            "labels": runs[0].labels, "runs": run_info}
     path = render_compare(out_dir, info, per_run, pairs, notes, LOWER_IS_BETTER)
     logger.info("wrote %s", path)
     return path
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``medtasks compare RUN [RUN ...] [--out DIR] [--n-boot N] [--seed S]``."""
-    c = sub.add_parser("compare", help="runs of one task side by side, with paired patient-bootstrap CIs")
+    """Register ``medtasks compare RUN [RUN ...] [--out DIR] [--n-boot N] [--seed S] [--unpaired]``."""
+    c = sub.add_parser("compare", help="runs of one task side by side, with patient-bootstrap CIs of the differences")
     c.add_argument("runs", nargs="+", help="run directories (2 or more); the first is the reference")
     c.add_argument("--out", help="output folder (default: ./compare/<timestamp>)")
     c.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: 1000)")
     c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    c.add_argument("--unpaired", action="store_true",
+                   help="resample each run's patients independently for every difference, even for runs scored on "
+                        "the same cases (default: paired when two runs evaluated the same cases, else unpaired)")
     return c
 
 
@@ -379,7 +376,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """Run the ``compare`` subcommand; CompareError (a ValueError) propagates to the CLI's handler."""
     from medtasks.report.compare_html import headline_table
 
-    path = compare_runs(args.runs, args.out, n_boot=args.n_boot, seed=args.seed, progress=True)
+    path = compare_runs(args.runs, args.out, n_boot=args.n_boot, seed=args.seed, progress=True,
+                        unpaired=bool(getattr(args, "unpaired", False)))
     pairs = pd.read_csv(path.parent / "compare_pairs.csv", dtype={"label": str, "run_a": str, "run_b": str})
     print(headline_table(pairs))
     print(f"\ncompare: {path.resolve()}")

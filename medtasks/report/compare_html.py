@@ -2,7 +2,7 @@
 
 Drawing and markup only: this module never computes a metric. It takes the long per-run
 table (metric, label, run, value, ci_low, ci_high) and the pairwise table (metric, label,
-run_a, run_b, diff, ci_low, ci_high, significant) and lays them out with the report's HTML
+run_a, run_b, pairing, diff, ci_low, ci_high, significant) and lays them out with the report's HTML
 helpers, so a comparison looks like a run report. The figure sits next to ``compare.html``
 and is linked relatively, so the output folder can be copied as a whole.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from medtasks.compare import UNPAIRED_WHY
 from medtasks.io.atomic import write_text_atomic
 from medtasks.report.figures import _new_figure, _style, save_figure
 from medtasks.report.html import SYNTHETIC_BANNER, esc, fmt_num, note, page, section, table
@@ -29,7 +30,14 @@ logger = logging.getLogger(__name__)
 FOREST_PNG = "compare_forest.png"
 # Printed by `medtasks compare` when present: (metric, label).
 HEADLINE = (("weighted_f1", "overall"), ("macro_f1", "overall"), ("roc_auc", "any"),
-            ("rsna_weighted_log_loss", "overall"), ("ece", "overall"), ("brier", "overall"))
+            ("rsna_weighted_log_loss", "overall"), ("ece", "overall"), ("brier", "overall"),
+            ("pooled_dice", "overall"), ("per_image_dice", "overall"), ("per_patient_dice", "overall"))
+# One line per pairing, shown above the pairs table when a pair of that pairing is in it.
+PAIRING_EXPLANATION = {
+    "paired": "paired: runs scored on the same cases: each replicate resamples the same patients for both runs, "
+              "so the case-to-case variation they share cancels.",
+    "unpaired": f"unpaired: runs scored on different cases: {UNPAIRED_WHY}.",
+}
 EXTRA_CSS = "<style>tr.significant td { background: #e3f1e6; font-weight: 600; }</style>"
 
 
@@ -46,11 +54,17 @@ def _interval(value: float, lo: float, hi: float, signed: bool = False) -> str:
     return f"{fmt(value)} [{ci}]"
 
 
+def _pairing(pairs: pd.DataFrame) -> pd.Series:
+    """The ``pairing`` column (``paired`` for tables written before compare had unpaired mode)."""
+    return pairs["pairing"] if "pairing" in pairs.columns else pd.Series("paired", index=pairs.index)
+
+
 def plot_forest(pairs: pd.DataFrame, reference: str, others: Sequence[str], path: Path,
                 lower_is_better: Collection[str] = ()) -> Path | None:
     """Differences vs the reference run with 95 % CI bars; one panel per other run.
 
-    Significant differences (CI excludes 0) are drawn in red and filled, the rest in grey.
+    Significant differences (CI excludes 0) are drawn in red and filled, the rest in grey; each
+    panel's axis says whether its CI is paired or unpaired.
 
     Returns:
         ``path``, or None when there is no pair against the reference.
@@ -64,7 +78,9 @@ def plot_forest(pairs: pd.DataFrame, reference: str, others: Sequence[str], path
     with _style():
         fig, axes = _new_figure(4.6 * len(others) + 3.2, 0.34 * len(keys) + 1.8, 1, len(others), sharey=True)
         for ax, other in zip(axes[0], others):
-            sub = vs_ref[vs_ref["run_a"] == other].set_index(["metric", "label"]).reindex(keys)
+            rows = vs_ref[vs_ref["run_a"] == other]
+            how = "/".join(sorted(set(_pairing(rows)))) or "paired"
+            sub = rows.set_index(["metric", "label"]).reindex(keys)
             diff, lo, hi = (sub[c].to_numpy(dtype=float) for c in ("diff", "ci_low", "ci_high"))
             sig = sub["significant"].fillna(False).to_numpy(dtype=bool)
             ax.axvline(0.0, color="0.3", linewidth=1)
@@ -75,7 +91,7 @@ def plot_forest(pairs: pd.DataFrame, reference: str, others: Sequence[str], path
                             fmt="o", color=color, markerfacecolor=face, capsize=3, linewidth=1.4, label=lab)
                 no_ci = mask & np.isnan(lo) & ~np.isnan(diff)
                 ax.plot(diff[no_ci], y[no_ci], "o", color=color, markerfacecolor=face)
-            ax.set(title=f"{other}\nminus {reference}", xlabel="Difference (95% paired bootstrap CI)")
+            ax.set(title=f"{other}\nminus {reference}", xlabel=f"Difference (95% {how} bootstrap CI)")
             ax.set_yticks(y, labels=ticks)
             ax.grid(axis="y", alpha=0.15)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
@@ -86,8 +102,11 @@ def plot_forest(pairs: pd.DataFrame, reference: str, others: Sequence[str], path
 
 
 def _header(info: dict[str, Any], notes: Sequence[str]) -> list[str]:
-    meta = [f"kind: {info['kind']}", f"evaluated split: {info.get('split') or 'n/a'}",
-            f"{info['n_cases']} cases", f"{info['n_patients']} patients",
+    if info.get("n_cases") is None:
+        cases = ["cases differ between runs (see Runs)"]
+    else:
+        cases = [f"{info['n_cases']} cases", f"{info['n_patients'] or 'n/a'} patients"]
+    meta = [f"kind: {info['kind']}", f"evaluated split: {info.get('split') or 'per run (see Runs)'}", *cases,
             f"{info['n_boot']} bootstrap replicates (seed {info['seed']})"]
     parts = [EXTRA_CSS, "<header>", f"<h1>Comparison — {esc(info['task'])}</h1>",
              f'<p class="meta">{esc(" · ".join(meta))}</p>', "</header>"]
@@ -106,10 +125,13 @@ def _runs_section(info: dict[str, Any]) -> str:
     for i, r in enumerate(info["runs"]):
         thr = r.get("thresholds")
         thr_text = ", ".join(f"{k}={fmt_num(v, 3)}" for k, v in thr.items()) if isinstance(thr, dict) else fmt_num(thr)
-        rows.append([r["name"] + (" (reference)" if i == 0 else ""), r["path"],
+        patients = r.get("n_patients")
+        rows.append([r["name"] + (" (reference)" if i == 0 else ""), r["path"], r.get("protocol") or "medtasks",
+                     r.get("split") or "n/a", r.get("n_cases", "n/a"), "n/a" if patients is None else patients,
                      "yes" if r["synthetic"] else "no", r.get("config_hash") or "n/a", thr_text])
-    return section("runs", "Runs", table(["Run", "Directory", "Synthetic", "Config hash", "Thresholds"], rows,
-                                         table_id="runs-table"))
+    headers = ["Run", "Directory", "Protocol", "Evaluated split", "Cases", "Patients", "Synthetic", "Config hash",
+               "Thresholds"]
+    return section("runs", "Runs", table(headers, rows, table_id="runs-table"))
 
 
 def _side_by_side(per_run: pd.DataFrame, run_names: Sequence[str], lower_is_better: Collection[str]) -> str:
@@ -125,16 +147,18 @@ def _side_by_side(per_run: pd.DataFrame, run_names: Sequence[str], lower_is_bett
 
 def _pairs_section(pairs: pd.DataFrame, lower_is_better: Collection[str]) -> str:
     rows, classes = [], []
-    for r in pairs.itertuples(index=False):
-        rows.append([_row_label(r.metric, r.label, lower_is_better), r.run_a, r.run_b,
+    for r, how in zip(pairs.itertuples(index=False), _pairing(pairs)):
+        rows.append([_row_label(r.metric, r.label, lower_is_better), r.run_a, r.run_b, how,
                      _interval(r.diff, r.ci_low, r.ci_high, signed=True), "yes" if r.significant else ""])
         classes.append("significant" if r.significant else "")
     n_sig = int(pairs["significant"].sum())
+    present = [k for k in PAIRING_EXPLANATION if k in set(_pairing(pairs))]
     body = [
-        note("Difference = run A − run B on the same resampled patients (run B is the run given earlier). "
+        note("Difference = run A − run B (run B is the run given earlier). "
              f"Highlighted rows ({n_sig} of {len(pairs)}): the 95% CI excludes 0."),
-        table(["Metric", "Run A", "Run B", "Difference [95% CI]", "Significant"], rows, table_id="pairs-table",
-              row_classes=classes, numeric=[False, False, False, True, False]),
+        *(f'<p class="pairing" id="pairing-{k}">{esc(PAIRING_EXPLANATION[k])}</p>' for k in present),
+        table(["Metric", "Run A", "Run B", "Pairing", "Difference [95% CI]", "Significant"], rows,
+              table_id="pairs-table", row_classes=classes, numeric=[False, False, False, False, True, False]),
     ]
     return section("pairs", "Pairwise differences", *body)
 
@@ -142,11 +166,16 @@ def _pairs_section(pairs: pd.DataFrame, lower_is_better: Collection[str]) -> str
 def _method_section(info: dict[str, Any]) -> str:
     weights = info.get("class_weights")
     text = [
-        "Every metric is recomputed from each run's predictions.csv, restricted to the evaluated split and "
-        "aligned by case_id; precision, recall and F1 use each run's own pred_<label> column (its thresholds), "
-        "ROC-AUC and the losses use the probabilities. ECE and Brier pool all label probabilities.",
-        f"95% CIs: percentile bootstrap with {info['n_boot']} replicates resampling whole patients; differences "
-        "use a paired bootstrap (both runs scored on the same resampled patients in each replicate).",
+        "Every metric is recomputed from each run's predictions.csv, restricted to the split its metrics.json "
+        "says was evaluated; classification: precision, recall and F1 use each run's own pred_<label> column "
+        "(its thresholds), ROC-AUC and the losses use the probabilities, ECE and Brier pool all label "
+        "probabilities; segmentation: per-image Dice/IoU average the cases with a truth lesion, pooled and "
+        "per-patient ones come from the tp/fp/fn pixel counts.",
+        f"95% CIs: percentile bootstrap with {info['n_boot']} replicates resampling each run's whole patients. "
+        "A difference of two runs scored on the same cases (aligned by case_id) uses a paired bootstrap (both "
+        "runs scored on the same resampled patients in each replicate); of runs scored on different cases (or "
+        "with --unpaired), an unpaired one (each run's patients resampled independently), whose CI also "
+        "includes the case-mix difference.",
         "Significance is per row with no correction for multiple comparisons, and the rows are correlated "
         "(e.g. F1 and its averages); with many rows some may exclude 0 by chance. Judge the pre-chosen "
         "headline metrics first.",
@@ -163,8 +192,9 @@ def render_compare(out_dir: Path, info: dict[str, Any], per_run: pd.DataFrame, p
 
     Args:
         out_dir: Output folder (exists).
-        info: ``task, kind, split, n_cases, n_patients, n_boot, seed, labels, class_weights`` and
-            ``runs`` (list of ``name, path, synthetic, config_hash, thresholds``; first = reference).
+        info: ``task, kind, split, n_cases, n_patients, n_boot, seed, labels, class_weights`` (split /
+            n_cases None when they differ between runs) and ``runs`` (list of ``name, path, synthetic,
+            config_hash, thresholds, protocol, split, n_cases, n_patients``; first = reference).
         per_run: Long table of values with CIs.
         pairs: Pairwise differences.
         notes: Warnings to show at the top.
@@ -177,7 +207,8 @@ def render_compare(out_dir: Path, info: dict[str, Any], per_run: pd.DataFrame, p
     else:
         fig_html = (f'<figure><img src="{esc(forest.name)}" alt="Forest plot of differences vs the reference" '
                     'loading="eager"><figcaption>Difference of each metric vs the reference run '
-                    f"({esc(names[0])}) with its 95% paired patient-bootstrap CI; red: CI excludes 0."
+                    f"({esc(names[0])}) with its 95% patient-bootstrap CI (paired or unpaired, as the panel's axis "
+                    "says); red: CI excludes 0."
                     "</figcaption></figure>")
     parts = [*_header(info, notes), _runs_section(info), _side_by_side(per_run, names, lower_is_better),
              _pairs_section(pairs, lower_is_better), section("forest", "Differences vs the reference", fig_html),
@@ -189,7 +220,8 @@ def render_compare(out_dir: Path, info: dict[str, Any], per_run: pd.DataFrame, p
 
 def headline_table(pairs: pd.DataFrame) -> str:
     """Plain-text table of the headline differences (printed by ``medtasks compare``)."""
-    rows = [f"{'metric':<24}{'label':<10}{'run_a - run_b':<44}{'diff':>9}  95% CI"]
+    rows = [f"{'metric':<24}{'label':<10}{'run_a - run_b':<44}{'pairing':<10}{'diff':>9}  95% CI"]
+    pairs = pairs.assign(pairing=_pairing(pairs))
     for metric, label in HEADLINE:
         sel = pairs[(pairs.metric == metric) & (pairs.label == label)]
         for r in sel.itertuples(index=False):
@@ -197,6 +229,7 @@ def headline_table(pairs: pd.DataFrame) -> str:
             star = "  *" if r.significant else ""
             pair = f"{r.run_a} - {r.run_b}"
             diff = "n/a" if np.isnan(r.diff) else f"{r.diff:+.4f}"
-            rows.append(f"{metric:<24}{label:<10}{pair[:43]:<44}{diff:>9}  {ci}{star}")
-    rows.append("* 95% paired patient-bootstrap CI excludes 0 (no multiple-comparison correction)")
+            rows.append(f"{metric:<24}{label:<10}{pair[:43]:<44}{r.pairing:<10}{diff:>9}  {ci}{star}")
+    rows.append("* 95% patient-bootstrap CI excludes 0 (no multiple-comparison correction); paired: same resampled "
+                "patients; unpaired: each run's patients resampled independently (wider, includes case mix)")
     return "\n".join(rows)

@@ -1,14 +1,15 @@
-"""Patient-level bootstrap: whole-group resampling, CIs, skipping, speed."""
+"""Patient-level bootstrap: whole-group resampling, CIs, skipping, speed; paired and unpaired differences."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtasks.metrics.bootstrap import GroupResampler, bootstrap_ci, paired_bootstrap_diff
+from medtasks.metrics.bootstrap import GroupResampler, bootstrap_ci, paired_bootstrap_diff, unpaired_bootstrap_diff
 
 
 @pytest.fixture()
@@ -152,3 +153,71 @@ def test_bad_arguments() -> None:
         bootstrap_ci(lambda i: 0.0, np.arange(5), alpha=1.5)
     with pytest.raises(ValueError):
         bootstrap_ci(lambda i: 0.0, np.array([]))
+
+
+def _two_sample_reference(xa: np.ndarray, ga: np.ndarray, xb: np.ndarray, gb: np.ndarray, n_boot: int,
+                          seed: int) -> tuple[float, float]:
+    """Independent re-implementation of the unpaired bootstrap of mean(A) - mean(B) with pandas:
+    per replicate, draw len(patients) of A's patients (np.unique order) with replacement from one
+    Generator, then B's, and concatenate the drawn patients' rows."""
+    rng = np.random.default_rng(seed)
+    by_a = dict(list(pd.Series(xa).groupby(ga)))
+    by_b = dict(list(pd.Series(xb).groupby(gb)))
+    keys_a, keys_b = sorted(by_a), sorted(by_b)
+    diffs = []
+    for _ in range(n_boot):
+        pick_a = rng.integers(0, len(keys_a), size=len(keys_a))
+        pick_b = rng.integers(0, len(keys_b), size=len(keys_b))
+        a = pd.concat([by_a[keys_a[k]] for k in pick_a]).mean()
+        b = pd.concat([by_b[keys_b[k]] for k in pick_b]).mean()
+        diffs.append(a - b)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def test_unpaired_matches_independent_reimplementation() -> None:
+    rng = np.random.default_rng(11)
+    ga = np.repeat([f"a{k:02d}" for k in range(12)], 3)[rng.permutation(36)]
+    gb = np.repeat([f"b{k:02d}" for k in range(9)], 4)
+    xa, xb = rng.random(36) + 0.2, rng.random(36)
+    r = unpaired_bootstrap_diff(lambda i: float(xa[i].mean()), lambda i: float(xb[i].mean()), ga, gb,
+                                n_boot=300, seed=4)
+    assert r["diff"] == pytest.approx(xa.mean() - xb.mean(), abs=1e-15)
+    assert (r["value_a"], r["value_b"]) == (pytest.approx(xa.mean()), pytest.approx(xb.mean()))
+    lo, hi = _two_sample_reference(xa, ga, xb, gb, n_boot=300, seed=4)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert r["excludes_zero"] == bool(lo > 0 or hi < 0)
+    assert (r["n_groups_a"], r["n_groups_b"], r["n_groups"], r["n_boot"]) == (12, 9, 21, 300)
+    assert r["method"] == "unpaired (independent two-sample) percentile, resampled by patient"
+    assert set(paired_bootstrap_diff(lambda i: 0.0, lambda i: 0.0, ga, n_boot=5)) < set(r)
+
+
+def test_unpaired_constant_shift_is_not_degenerate(clustered) -> None:
+    # B = A - 0.3 on the same patients: a paired CI is exactly [0.3, 0.3]; an unpaired one resamples
+    # B's patients independently of A's, so it keeps both samples' spread around 0.3.
+    groups, _, p = clustered
+    fa, fb = (lambda i: float(p[i].mean())), (lambda i: float(p[i].mean()) - 0.3)
+    paired = paired_bootstrap_diff(fa, fb, groups, n_boot=200)
+    unpaired = unpaired_bootstrap_diff(fa, fb, groups, groups, n_boot=200)
+    assert paired["ci_low"] == pytest.approx(0.3) and paired["ci_high"] == pytest.approx(0.3)
+    assert unpaired["diff"] == pytest.approx(0.3)
+    assert unpaired["ci_low"] < 0.3 - 0.02 and unpaired["ci_high"] > 0.3 + 0.02
+    one = bootstrap_ci(fa, groups, n_boot=200)
+    # Var(A* - B*) = 2 Var(A*): the unpaired interval is about sqrt(2) times A's own.
+    ratio = (unpaired["ci_high"] - unpaired["ci_low"]) / (one["ci_high"] - one["ci_low"])
+    assert 1.1 < ratio < 1.8
+
+
+def test_unpaired_undefined_and_skipped() -> None:
+    r = unpaired_bootstrap_diff(lambda i: 1.0, lambda i: float("nan"), np.arange(6), np.arange(4), n_boot=10)
+    assert r["diff"] is None and r["ci_low"] is None and r["excludes_zero"] is False and r["reason"]
+    groups = np.arange(10)
+
+    def only_full(i: np.ndarray) -> float:
+        if len(np.unique(i)) == 10:
+            return 1.0
+        raise ValueError("undefined")
+
+    r = unpaired_bootstrap_diff(only_full, lambda i: 0.0, groups, groups, n_boot=50)
+    assert r["diff"] == 1.0 and r["ci_low"] is None and "fewer than half" in r["reason"]
+    assert r["n_skipped"] + r["n_boot"] == 50

@@ -45,3 +45,34 @@ def test_summary_and_isbi_by_hand() -> None:
     lp = s["lesions_pooled"]
     assert (lp["ltpr"], lp["precision"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert s["headline"]["lesion_f1"]["value"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_both_matching_rules_summarised_by_hand() -> None:
+    from medtasks.metrics.lesion_rules import rule_columns, rules_summary
+    from medtasks.metrics.lesions import match_lesions
+
+    p, t = _case()                                   # A exact, B missed, C false: the rules agree here
+    t2 = np.zeros((20, 20, 10), bool)
+    t2[5:7, 5:7, 5:7] = True
+    p2 = np.zeros_like(t2)
+    p2[5, 5, 5] = True                               # a speck inside: overlap detects it, IoU 1/8 does not
+    rows = []
+    for group, (pi, ti) in (("s1", (p, t)), ("s2", (p2, t2))):
+        row = volume_row(pi, ti, group)
+        row.update(rule_columns(match_lesions(pi, ti), "iou"))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    assert table[["iou_n_detected", "iou_n_false_pos", "iou_ltpr", "iou_lfpr", "iou_lesion_f1"]].values.tolist() == [
+        [1, 1, 0.5, 0.5, 0.5], [0, 1, 0.0, 1.0, 0.0]]
+    s = rules_summary(table, iou_threshold=0.5, n_boot=50)
+    assert s["iou_threshold"] == 0.5 and set(s) == {"iou_threshold", "overlap", "iou"}
+    ov, iou = s["overlap"], s["iou"]
+    assert ov["per_volume"]["lesion_f1"]["value"] == pytest.approx((0.5 + 1.0) / 2)
+    assert iou["per_volume"]["lesion_f1"]["value"] == pytest.approx((0.5 + 0.0) / 2)
+    assert iou["per_volume"]["lfpr"]["value"] == pytest.approx((0.5 + 1.0) / 2)
+    assert (ov["pooled"]["n_detected"], ov["pooled"]["n_false_pos"], ov["pooled"]["f1"]) == (2, 1, pytest.approx(2 / 3))
+    assert (iou["pooled"]["n_detected"], iou["pooled"]["n_false_pos"], iou["pooled"]["f1"]) == (
+        1, 2, pytest.approx(1 / 3))
+    vs = volume_summary(table, n_boot=50)          # the overlap rule is the one volume_summary reports
+    assert ov["per_volume"]["lesion_f1"] == vs["per_volume"]["lesion_f1"]
+    assert ov["pooled"]["f1"] == vs["lesions_pooled"]["f1"]

@@ -63,6 +63,75 @@ def test_config_checks() -> None:
         load_config(CONFIG, CardiacSegConfig, ["class12.model=swinunetr", "class12.patch=64"])
     with pytest.raises(ConfigError, match="stages"):
         load_config(CONFIG, CardiacSegConfig, ["stages=[class12,boxes]"])
+    with pytest.raises(ConfigError, match=r"class12\.ignore_classes: label values among 0"):
+        load_config(CONFIG, CardiacSegConfig, ["class12.ignore_classes=[1,2]"])
+    with pytest.raises(ConfigError, match="only the dice_ce loss"):
+        load_config(CONFIG, CardiacSegConfig, ["class12.ignore_classes=[3]", "class12.loss=tversky"])
+    with pytest.raises(ConfigError, match="class3.ignore_classes"):
+        load_config(CONFIG, CardiacSegConfig, ["class3.ignore_classes=[0]", "class3.loss=dice_ce"])
+    cfg = load_config(CONFIG.with_name("cardiac_seg.yaml"), CardiacSegConfig)     # paper defaults: today's behaviour
+    assert (cfg.input.clip, cfg.class12.ignore_classes, cfg.postprocess.min_lesion_mm3) == (True, [], 0.0)
+
+
+def test_masked_dice_ce_ignores_voxels() -> None:
+    """class12.ignore_classes: the ignored voxels change neither term; nothing ignored is MONAI's DiceCELoss; and
+    ignoring is the same as scoring only the kept voxels (MONAI's DiceCELoss on them, an independent path)."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from medtasks.losses.segmentation import MaskedDiceCELoss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 6, 5, 4, generator=g, requires_grad=True)
+    y = torch.randint(0, 4, (1, 1, 6, 5, 4), generator=g).float()    # 0 background, 1, 2, 3 calcium
+    y2 = y.clone().clamp(max=2)
+    monai_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    xd = x.detach()
+    assert float(MaskedDiceCELoss([])(xd, y2)) == pytest.approx(float(monai_loss(xd, y2)), rel=1e-6)
+    loss = MaskedDiceCELoss([0, 3])
+    keep = (y[0, 0] == 1) | (y[0, 0] == 2)
+    kept = monai_loss(xd[:, :, keep][..., None], y[:, :, keep][..., None])
+    value = loss(x, y)
+    assert float(value.detach()) == pytest.approx(float(kept), rel=1e-6)
+    x_other = x.detach().clone()
+    x_other[:, :, ~keep] = 50.0 * torch.randn(int((~keep).sum()), generator=g)   # change only ignored logits
+    y_other = torch.where((y == 0) | (y == 3), 3 - y, y)                          # swap the ignored labels 0 <-> 3
+    assert float(loss(x_other, y_other)) == pytest.approx(float(value.detach()), rel=1e-6)
+    value.backward()
+    assert float(x.grad[:, :, ~keep].abs().max()) == 0.0 and float(x.grad[:, :, keep].abs().max()) > 0
+    empty = loss(torch.randn(1, 3, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4))          # all background: nothing to score
+    assert float(empty) == 0.0
+    with pytest.raises(ValueError, match="not ignored"):
+        MaskedDiceCELoss([0])(xd, y)                                              # label 3 on 3 channels
+
+
+def test_intensity_clip_and_ignored_calcium_label_in_transforms(tmp_path) -> None:
+    import torch
+
+    from medtasks.tasks.cardiac_seg import CardiacSeg
+
+    img = np.full((32, 32, 32), -1000.0, np.float32)
+    img[10, 10, 10] = 3500.0                                         # beyond a_max 2000
+    lab = np.zeros((32, 32, 32), np.uint8)
+    lab[8:12, 8:12, 8:12], lab[20:24, 20:24, 20:24], lab[10, 10, 10] = 1, 2, 3
+    for arr, name in ((img, "ct.nii.gz"), (lab, "gt.nii.gz")):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / name)
+    rec = {"image": str(tmp_path / "ct.nii.gz"), "label": str(tmp_path / "gt.nii.gz")}
+    paper = ["input.hu_min=-1000", "input.hu_max=2000"]
+    for clip, top in ((True, 1.0), (False, (3500 + 1000) / 3000)):
+        task = CardiacSeg(load_config(CONFIG, CardiacSegConfig, [*paper, f"input.clip={str(clip).lower()}"]))
+        out = task.stage_transforms("class12", "val")(rec)
+        assert float(out["image"].max()) == pytest.approx(top) and float(out["image"].min()) == 0.0
+        assert set(torch.unique(out["label"]).tolist()) == {0.0, 1.0, 2.0}          # validation: calcium -> 0
+    from medtasks.losses.segmentation import MaskedDiceCELoss
+
+    # the demo's 48^3 patch covers the padded 32^3 volume: every training patch holds every label there is
+    for ignore, labels in (("[]", {0.0, 1.0, 2.0}), ("[0,3]", {0.0, 1.0, 2.0, 3.0})):
+        task = CardiacSeg(load_config(CONFIG, CardiacSegConfig, [f"class12.ignore_classes={ignore}"]))
+        patches = task.stage_transforms("class12", "train")(rec)
+        assert [set(torch.unique(p["label"]).tolist()) for p in patches] == [labels] * 2
+        assert set(torch.unique(task.stage_transforms("class12", "val")(rec)["label"]).tolist()) == {0.0, 1.0, 2.0}
+        assert isinstance(task.build_stage_loss("class12"), MaskedDiceCELoss) == (ignore != "[]")
 
 
 @pytest.mark.slow
@@ -87,6 +156,14 @@ def test_end_to_end_masks_in_input_space(tmp_path) -> None:
         assert mask.shape == img.shape and np.allclose(mask.affine, img.affine)     # inverse of Spacing/Orientation
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
     assert 'id="gate-table"' in (rd / "report.html").read_text()
+    post = saved["postprocess"]                                    # demo: auto, on the validation patients
+    assert post["mode"] == "auto" and post["gate"] == saved["gate"] and post["connectivity"] == 3
+    assert [r["min_lesion_mm3"] for r in post["validation_curve"]] == [0, 0.5, 1, 2, 3, 5]
+    les = pd.read_csv(rd / "lesions.csv", dtype={"case_id": str})
+    assert (les.kind == "true").sum() == preds.calc_true_lesions.sum()
+    assert saved["lesion_table"]["gate"] == saved["gate"]
+    assert (les.kind == "pred").sum() == preds.calc_pred_lesions.sum()
+    assert ((les.kind == "true") & (les.status_overlap == "detected")).sum() == preds.calc_detected.sum()
     pred_dir = api.predict("cardiac_seg", rd.path, Path(man.image.iloc[0]), out=tmp_path / "pred", progress=False)
     p = pd.read_csv(pred_dir / "predictions.csv")
     assert len(p) == 1 and nib.load(pred_dir / p["mask"][0]).shape == nib.load(man.image.iloc[0]).shape

@@ -47,6 +47,26 @@ def test_every_switch_gives_one_logit_map(kw) -> None:
     assert n_conv == kw.get("convs_per_block", 2) * (2 * levels - 1) + 1
 
 
+def test_paper_loss_is_the_posters_bce_dice_by_hand() -> None:
+    """configs/ms_segment.yaml trains with the poster code's BCEDiceLoss: 0.5 x BCE + (1 - mean per-image Dice)."""
+    from medtasks.config import load_config
+    from medtasks.losses.segmentation import BCEDiceLoss
+    from medtasks.tasks.ms_segment.config import MsSegmentConfig
+
+    c = load_config(CONFIG.with_name("ms_segment.yaml"), MsSegmentConfig).loss
+    assert (c.name, c.bce_weight, c.dice_weight, c.batch_dice) == ("bce_dice", 0.5, 1.0, False)
+    loss = BCEDiceLoss(bce_weight=c.bce_weight, dice_weight=c.dice_weight, batch_dice=c.batch_dice)
+    logits = torch.zeros(2, 1, 2, 2)                   # p = 0.5 everywhere: BCE = ln 2 at every pixel
+    y = torch.zeros(2, 1, 2, 2)
+    y[0, 0, 0] = 1                                     # image 1: 2 lesion pixels of 4; image 2: empty
+    eps = 1e-5
+    dice1 = (2 * 1.0 + eps) / (2.0 + 2.0 + eps)        # intersection 0.5 x 2, sum p 2, sum y 2
+    dice2 = (0.0 + eps) / (2.0 + 0.0 + eps)
+    assert float(loss(logits, y)) == pytest.approx(0.5 * np.log(2) + 1 - (dice1 + dice2) / 2, abs=1e-6)
+    batch = BCEDiceLoss(bce_weight=0.5, batch_dice=True)   # the previous choice: one Dice over the batch (1/3)
+    assert float(batch(logits, y)) == pytest.approx(0.5 * np.log(2) + 1 - (2 + eps) / (6 + eps), abs=1e-6)
+
+
 @pytest.mark.slow
 def test_split_by_subject_and_volume_outputs(trained) -> None:
     src, rd, metrics = trained
@@ -63,6 +83,29 @@ def test_split_by_subject_and_volume_outputs(trained) -> None:
         ref, got = nib.load(r.flair), nib.load(rd / "masks" / f"{r.subject_id}_{r.timepoint}.nii.gz")
         assert got.shape == ref.shape and np.allclose(got.affine, ref.affine)
         assert set(np.unique(np.asarray(got.dataobj))) <= {0, 1}
+    # both lesion matching rules; the minimum lesion size chosen on validation (demo: auto) and used
+    rules = saved["lesion_rules"]
+    assert rules["iou_threshold"] == 0.5 and {"overlap", "iou"} <= set(rules)
+    assert rules["overlap"]["per_volume"]["lesion_f1"] == saved["per_volume"]["lesion_f1"]
+    assert saved["headline"]["lesion_f1_iou"] == rules["iou"]["per_volume"]["lesion_f1"]
+    post = saved["postprocess"]
+    assert post["mode"] == "auto" and post["connectivity"] == 2
+    assert [r["min_lesion_mm3"] for r in post["validation_curve"]] == [0, 3, 5, 10, 20, 50]
+    best = max(r["lesion_f1"] for r in post["validation_curve"] if r["lesion_f1"] == r["lesion_f1"])
+    assert post["min_lesion_mm3"] == min(r["min_lesion_mm3"] for r in post["validation_curve"]
+                                         if r["lesion_f1"] == best)
+    state = json.loads((rd / "checkpoints" / "task_state.json").read_text())
+    assert state["postprocess"]["min_lesion_mm3"] == post["min_lesion_mm3"]
+    # the per-lesion table agrees with the per-volume counts under each rule
+    les = pd.read_csv(rd / "lesions.csv", dtype={"case_id": str})
+    tru, prd = les[les.kind == "true"], les[les.kind == "pred"]
+    assert len(tru) == preds.n_true_lesions.sum() and len(prd) == preds.n_pred_lesions.sum()
+    assert (tru.status_overlap == "detected").sum() == preds.n_detected.sum()
+    assert (tru.status_iou == "detected").sum() == preds.iou_n_detected.sum()
+    assert (prd.status_iou == "false_positive").sum() == preds.iou_n_false_pos.sum()
+    assert saved["lesion_table"]["n_true"] == len(tru) and set(les.case_id) <= set(preds.case_id)
+    vox = np.prod(nib.load(test.flair.iloc[0]).header.get_zooms()[:3])
+    assert np.allclose(les.volume_mm3, les.voxels * vox)
     html = (rd / "report.html").read_text()
     assert 'id="volume-table"' in html and 'id="lesion-table"' in html and 'id="rater-table"' in html
     assert (rd / "slice_metrics.csv").is_file()

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from medtasks.config import ConfigError
 from medtasks.schema import EvalConfig, RunConfig
+from medtasks.transforms.postprocess import LesionPostprocessConfig
 
 CLASSES = {1: "myocardium", 2: "aortic_valve", 3: "calcification"}   # label values of the AI CUP masks
 STAGES = ("class12", "class3", "gate")
@@ -36,6 +37,8 @@ class SegStageConfig:
     use_checkpoint: bool = False             # gradient checkpointing (GPU memory)
     negatives_per_positive: Optional[float] = None   # training volumes without the target class per one with it
                                                      # (null = all; class3: the report trained "mostly on positives")
+    ignore_classes: list[int] = field(default_factory=list)   # class12 only: label values left out of the loss
+                                                     # ([] = class 3 relabelled background; report: [0, 3])
 
     def validate(self) -> None:
         if self.model == "swinunetr":
@@ -47,6 +50,12 @@ class SegStageConfig:
         elif self.patch < 32 or self.patch % 16:
             raise ConfigError(f"patch: {self.model} needs a multiple of 16 of at least 32 (it downsamples 4 times), "
                               f"got {self.patch}")
+        bad = sorted(set(self.ignore_classes) - set(CLASSES) - {0})
+        if bad or {1, 2} <= set(self.ignore_classes):
+            raise ConfigError(f"ignore_classes: label values among 0 (background) and 3 (calcium), at most one of "
+                              f"1 and 2, got {self.ignore_classes}")
+        if self.ignore_classes and self.loss != "dice_ce":
+            raise ConfigError(f"ignore_classes: only the dice_ce loss can ignore voxels (loss is {self.loss})")
 
 
 @dataclass
@@ -69,8 +78,9 @@ class GateModelConfig:
 
 @dataclass
 class CardiacInputConfig:
-    hu_min: float = -1000.0                  # ScaleIntensityRanged a_min .. a_max -> 0 .. 1, clipped
+    hu_min: float = -1000.0                  # ScaleIntensityRanged a_min .. a_max -> 0 .. 1
     hu_max: float = 2000.0
+    clip: bool = True                        # clip to [0, 1] outside the window (MONAI's default, the report's: false)
     spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # class-1/2 branch (class 3: native)
 
 
@@ -89,6 +99,15 @@ class CardiacEvalConfig(EvalConfig):
     tta_supported = False
     connectivity: int = 3                    # calcium lesions: 26-connected components in 3-D
     save_masks: bool = True                  # masks/<patient>_pred.nii.gz (the input's space)
+    iou_threshold: float = 0.5               # lesions.csv: the IoU matching rule beside any-overlap
+    lesion_table: bool = True                # lesions.csv: one row per true / predicted calcium lesion
+
+    def validate(self) -> None:
+        super().validate()
+        if self.connectivity not in (1, 2, 3):
+            raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
+        if not 0.5 <= self.iou_threshold < 1.0:
+            raise ConfigError(f"iou_threshold: expected [0.5, 1) (one-to-one matching), got {self.iou_threshold}")
 
 
 @dataclass
@@ -110,6 +129,8 @@ class CardiacSegConfig(RunConfig):
     gate_model: GateModelConfig = field(default_factory=GateModelConfig)
     infer: CardiacInferConfig = field(default_factory=CardiacInferConfig)
     eval: CardiacEvalConfig = field(default_factory=CardiacEvalConfig)
+    postprocess: LesionPostprocessConfig = field(default_factory=lambda: LesionPostprocessConfig(
+        candidates_mm3=[0.0, 0.5, 1.0, 2.0, 3.0, 5.0]))   # minimum calcium lesion size (class 3, before the gate)
     synth: CardiacSynthConfig = field(default_factory=CardiacSynthConfig)
     stages: list[str] = field(default_factory=lambda: ["class12", "class3", "gate"])   # what `run` trains
 
@@ -118,3 +139,5 @@ class CardiacSegConfig(RunConfig):
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ConfigError(f"stages: choose from class12, class3, gate (got {self.stages})")
+        if self.class3.ignore_classes:
+            raise ConfigError("class3.ignore_classes: the calcium branch is binary (label == 3); leave it []")

@@ -6,7 +6,10 @@ left out of that class's mean; ``n_<class>_scored`` counts the patients that do 
 without calcium predicted without calcium is a true negative, not a Dice of 1 or 0), HD95 in mm; calcium lesions as 3-D
 connected components (``eval.connectivity``), recall / precision / F1 pooled over patients; the
 gate's patient-level accuracy against "has calcium". The configured gate (``infer.gate``) gives
-``predictions.csv`` and the masks; ``gate_comparison`` holds the three modes side by side.
+``predictions.csv``, the masks and ``lesions.csv`` (one row per true / predicted calcium lesion,
+:mod:`medtasks.tasks.cardiac_seg.calcium`); ``gate_comparison`` holds the three modes side by side.
+The calcium mask loses its lesions below ``postprocess.min_lesion_mm3`` (fixed, or ``auto``: chosen
+on the validation patients) before any gate, in evaluation and ``predict`` alike.
 """
 
 from __future__ import annotations
@@ -23,10 +26,19 @@ import pandas as pd
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.nifti import save_nifti_atomic
 from medtasks.metrics.bootstrap import bootstrap_ci
+from medtasks.metrics.lesion_table import LESION_COLUMNS
 from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
 from medtasks.metrics.segmentation import NAN, case_metric_fn, hd95, overlap_metrics
+from medtasks.tasks.cardiac_seg.calcium import (
+    calcium_lesions,
+    choose_calcium_postprocess,
+    evaluation_gate,
+    image_spacing,
+    min_calcium_mm3,
+)
 from medtasks.tasks.cardiac_seg.config import CLASSES, STAGES
 from medtasks.tasks.cardiac_seg.infer import GATES, calcium_probability, fuse, predict_stage
+from medtasks.transforms.postprocess import remove_small_lesions
 
 if TYPE_CHECKING:
     from medtasks.tasks.cardiac_seg.task import CardiacSeg
@@ -48,13 +60,15 @@ def missing_note(models: dict[str, Any]) -> list[str]:
             if s == "class12" else "no calcium is fused") for s in ("class12", "class3") if models[s] is None]
 
 
-def _predict(task: CardiacSeg, models: dict[str, Any], image: str) -> dict[str, Any]:
+def _predict(task: CardiacSeg, models: dict[str, Any], image: str, min_mm3: float = 0.0) -> dict[str, Any]:
+    """Both branches and the gate's probability for one volume; calcium without its lesions below ``min_mm3``."""
     t0 = time.perf_counter()
     shape = nib.load(image).shape[:3]
     base = (predict_stage(task, models["class12"], image, "class12") if models["class12"] is not None
             else np.zeros(shape, np.uint8))
     calcium = (predict_stage(task, models["class3"], image, "class3") == 1 if models["class3"] is not None
                else np.zeros(shape, bool))
+    calcium = remove_small_lesions(calcium, min_mm3, image_spacing(image), task.cfg.eval.connectivity)
     p = calcium_probability(task, models["gate"], image) if models["gate"] is not None else None
     return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
 
@@ -94,9 +108,13 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
     test = task.eval_rows(df)
     models = _branches(task, run)
     modes = [g for g in GATES if g != "classifier" or models["gate"] is not None]
+    chosen = evaluation_gate(task, models)
+    post = choose_calcium_postprocess(task, models, df)
+    task.save_state(run)
     rows: dict[str, list] = {g: [] for g in modes}
+    lesion_rows = []
     for r in test.itertuples():
-        out = _predict(task, models, r.image)
+        out = _predict(task, models, r.image, post["min_lesion_mm3"])
         ref = nib.load(r.label)
         true = np.asarray(ref.dataobj).astype(np.uint8)
         spacing = tuple(float(z) for z in ref.header.get_zooms()[:3])
@@ -106,13 +124,15 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
             row = {"case_id": r.patient_id, "patient_id": r.patient_id, "split": e.split, "gate": g, "gate_open": open_,
                    "p_calcium": out["p_calcium"], "seconds": round(out["seconds"], 2),
                    **patient_row(fused, true, spacing, e.connectivity)}
-            if g == inf.gate and e.save_masks:
+            if g == chosen and e.save_masks:
                 img = nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine)
                 save_nifti_atomic(img, run / "masks" / f"{r.patient_id}_pred.nii.gz")
                 row["mask"] = f"masks/{r.patient_id}_pred.nii.gz"
+            if g == chosen and e.lesion_table:
+                lesion_rows.append(calcium_lesions(fused, true, r.patient_id, image_spacing(r.image),
+                                                   nib.load(r.image).affine, e.connectivity, e.iou_threshold))
             rows[g].append(row)
     tables = {g: pd.DataFrame(v) for g, v in rows.items()}
-    chosen = inf.gate if inf.gate in tables else "seg_presence"
     t = tables[chosen]
     groups = t.patient_id.astype(str).to_numpy()
     headline = {}
@@ -137,7 +157,13 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                            for name in CLASSES.values()},
                "seconds_per_patient": float(t.seconds.mean()), "stages": task.state.get("stages", {}),
                "empty_rule": "a class absent from truth and prediction is left out of its Dice mean",
-               "warnings": [*(warnings or []), *missing_note(models)]}
+               "postprocess": post, "warnings": [*(warnings or []), *missing_note(models)]}
+    if e.lesion_table:
+        lesions = pd.concat(lesion_rows, ignore_index=True) if lesion_rows else pd.DataFrame(columns=LESION_COLUMNS)
+        write_csv_atomic(lesions, run / "lesions.csv")
+        metrics["lesion_table"] = {"file": "lesions.csv", "split": e.split, "class": CLASSES[3], "gate": chosen,
+                                   "n_true": int((lesions["kind"] == "true").sum()),
+                                   "n_pred": int((lesions["kind"] == "pred").sum())}
     task.add_fit_result(metrics, fit_result)
     write_json_atomic(run / "metrics.json", metrics)
     log.info("cardiac_seg %s (%s gate): Dice myocardium %.4f valve %.4f calcium %s; gate accuracy %.3f", e.split,
@@ -151,16 +177,16 @@ def predict_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, out_dir: Path 
     """Fused label maps (``infer.gate``) as NIfTI in each input's space, one row per volume."""
     models = _branches(task, run)
     inf = task.cfg.infer
-    gate = inf.gate if inf.gate != "classifier" or models["gate"] is not None else "seg_presence"
+    gate, min_mm3 = evaluation_gate(task, models), min_calcium_mm3(task)
     rows = []
     for r in df.itertuples():
-        out = _predict(task, models, r.image)
+        out = _predict(task, models, r.image, min_mm3)
         fused, open_ = fuse(out["base"], out["calcium"], gate, inf.min_calcium_voxels, out["p_calcium"],
                             inf.classifier_threshold)
         row = {"case_id": r.patient_id, "input": r.image, "gate": gate, "gate_open": open_,
                "p_calcium": out["p_calcium"],
                **{f"voxels_{n}": int((fused == c).sum()) for c, n in CLASSES.items()},
-               "seconds": round(out["seconds"], 2)}
+               "min_calcium_mm3": min_mm3, "seconds": round(out["seconds"], 2)}
         if out_dir is not None:
             path = Path(out_dir) / "masks" / f"{r.patient_id}_pred.nii.gz"
             save_nifti_atomic(nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine), path)

@@ -9,6 +9,15 @@ resized to 128^3 (all positives plus sampled negatives, CE), then fusion: the cl
 as the base, calcium voxels overwrite where the calcium model says so, behind a gate
 (``always`` | ``classifier`` | ``seg_presence``: at least k voxels, the report's final choice).
 
+Two switches follow the report's text where our default differs: ``class12.ignore_classes: [0, 3]``
+(l.60, l.129: the class-1/2 loss "ignores class 0 and class 3"; a masked Dice + CE,
+:class:`~medtasks.losses.segmentation.MaskedDiceCELoss`; default ``[]``: calcium relabelled
+background and every voxel scored; ignoring 0 leaves background voxels unsupervised, so the network
+learns myocardium against valve only — ``[3]`` is the milder reading) and ``input.clip: false``
+(l.125: ``ScaleIntensityRanged`` with MONAI's default ``clip=False``; default ``true``). Calcium
+lesions below ``postprocess.min_lesion_mm3`` (a number or ``auto``: chosen on validation) are dropped
+before the gate (:mod:`medtasks.tasks.cardiac_seg.calcium`).
+
 Each branch trains on the shared engine (:func:`medtasks.engine.trainer.fit`) into its own
 folder of the run (``class12/``, ``class3/``, ``gate/``: checkpoints, history), with
 sliding-window validation scored batch by batch. Inference and evaluation:
@@ -104,11 +113,13 @@ class CardiacSeg(Task):
 
     # ---- transforms ---------------------------------------------------------------------------
     def base_transforms(self, keys: list[str], stage: str) -> list:
-        """Load -> channel first -> RAS -> HU window to [0, 1]; class-1/2 also resampled to ``input.spacing``."""
+        """Load -> channel first -> RAS -> HU window to [0, 1] (clipped unless ``input.clip=false``, the report's
+        MONAI default); class-1/2 also resampled to ``input.spacing``."""
         inp = self.cfg.input
         steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
                  Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-                 ScaleIntensityRanged("image", a_min=inp.hu_min, a_max=inp.hu_max, b_min=0.0, b_max=1.0, clip=True)]
+                 ScaleIntensityRanged("image", a_min=inp.hu_min, a_max=inp.hu_max, b_min=0.0, b_max=1.0,
+                                      clip=inp.clip)]
         if stage == "class12":
             modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
             steps.append(Spacingd(keys, pixdim=tuple(inp.spacing), mode=modes))
@@ -123,14 +134,18 @@ class CardiacSeg(Task):
         keys = ["image", "label"] if with_label else ["image"]
         c = self.stage_config(stage)
         steps = self.base_transforms(keys, stage)
-        if with_label:  # class12 predicts 0/1/2 only: calcium voxels count as background there (the report leaves
-            # class 3 to its own branch); class3: the binary calcium mask
+        # class12 predicts 0/1/2 only: calcium voxels count as background there (the report leaves class 3 to its
+        # own branch) unless training ignores them (class12.ignore_classes has 3: label 3 kept for the masked loss,
+        # never a patch centre); validation always scores them as background. class3: the binary calcium mask
+        keep3 = stage == "class12" and split == "train" and 3 in c.ignore_classes
+        ratios = [*c.ratios, 0.0] if keep3 else list(c.ratios)
+        if with_label and not keep3:
             orig, target = ([3], [0]) if stage == "class12" else ([1, 2, 3], [0, 0, 1])
             steps.append(MapLabelValued("label", orig_labels=orig, target_labels=target))
         if split == "train":
             steps += [SpatialPadd(keys, spatial_size=(c.patch,) * 3),
-                      RandCropByLabelClassesd(keys, "label", spatial_size=(c.patch,) * 3, ratios=list(c.ratios),
-                                              num_classes=len(c.ratios), num_samples=c.num_samples, warn=False)]
+                      RandCropByLabelClassesd(keys, "label", spatial_size=(c.patch,) * 3, ratios=ratios,
+                                              num_classes=len(ratios), num_samples=c.num_samples, warn=False)]
         steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=split == "predict"))
         return Compose(steps)
 
@@ -150,6 +165,8 @@ class CardiacSeg(Task):
         c = self.stage_config(stage)
         if c.loss == "tversky":
             return LOSSES.get("tversky")(alpha=c.tversky_alpha, beta=c.tversky_beta)
+        if c.loss == "dice_ce":
+            return LOSSES.get("dice_ce")(ignore_classes=list(getattr(c, "ignore_classes", [])))
         return LOSSES.get(c.loss)()
 
     def load_stage_model(self, run: RunDir, stage: str, which: str = "best") -> nn.Module:

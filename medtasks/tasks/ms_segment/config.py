@@ -8,6 +8,7 @@ from typing import Literal
 from medtasks.config import ConfigError
 from medtasks.schema import AugmentConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
+from medtasks.transforms.postprocess import LesionPostprocessConfig
 
 
 @dataclass
@@ -56,11 +57,15 @@ class MsEvalConfig(SegEvalConfig):
     save_masks: bool = True                 # masks/<subject>_<timepoint>.nii.gz of the evaluated volumes
     overlays: int = 8
     raters: bool = True                     # mask2 vs mask1 agreement when the manifest has mask2
+    iou_threshold: float = 0.5              # the report's lesion rule: a match needs IoU > this (beside ISBI overlap)
+    lesion_table: bool = True               # lesions.csv: one row per true / predicted lesion of the evaluated split
 
     def validate(self) -> None:
         super().validate()
         if self.connectivity not in (1, 2, 3):
             raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
+        if not 0.5 <= self.iou_threshold < 1.0:
+            raise ConfigError(f"iou_threshold: expected [0.5, 1) (one-to-one matching), got {self.iou_threshold}")
 
 
 @dataclass
@@ -79,4 +84,5 @@ class MsSegmentConfig(RunConfig):
     loss: SegLossConfig = field(default_factory=SegLossConfig)
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
     eval: MsEvalConfig = field(default_factory=MsEvalConfig)
+    postprocess: LesionPostprocessConfig = field(default_factory=LesionPostprocessConfig)   # minimum lesion size
     synth: MsSynthConfig = field(default_factory=MsSynthConfig)

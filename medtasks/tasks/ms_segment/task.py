@@ -3,16 +3,19 @@
 Source: ``seeds/ms_lesion_unet_report.txt``: a U-Net built from ``DoubleConv`` blocks
 (Conv3x3 -> BN -> LeakyReLU, x2), channels 64 -> 1024, one output channel, no softmax, trained on
 axial slices of the ISBI 2015 longitudinal FLAIR volumes (grey replicated to 3 channels) with
-BCE + Dice, SGD lr 1e-2 momentum 0.9, best model by validation Dice; each of its tables is one
+BCEDiceLoss (the poster's pytorch-nested-unet code: 0.5 x BCE + per-image Dice, ``loss.bce_weight=0.5``,
+``loss.batch_dice=false``), SGD lr 1e-2 momentum 0.9, best model by validation Dice; each of its tables is one
 switch of :mod:`medtasks.models.ms_unet`. It reports Dice 0.9392 / IoU 0.8523 and 13.79 FPS.
 
 Volumes stay volumes: the manifest has one row per FLAIR (subject, timepoint); splits are by
 subject (8:1:1 as the report, never by slice); the axial slices are a transform step
 (:class:`~medtasks.transforms.slicing.LoadAxialSliced`: per-volume intensity normalisation,
 grey x3 or 2.5-D neighbours). Training and slice inference are the segmentation kind's; the
-evaluation (:mod:`medtasks.tasks.ms_eval`) puts the slices back into volumes and scores them per
-slice, per volume and voxel-pooled, lesion-wise in 3-D (18-connected), with the ISBI composite,
-HD95, and the second rater's agreement when ``mask2`` exists. ``predict`` takes a NIfTI file or a
+evaluation (:mod:`medtasks.tasks.ms_segment.evaluate`) puts the slices back into volumes, drops
+lesions below ``postprocess.min_lesion_mm3`` (a number or ``auto``: chosen on validation), and scores
+them per slice, per volume and voxel-pooled, lesion-wise in 3-D (18-connected) under the ISBI
+any-overlap rule and the report's IoU > 0.5 rule, with the ISBI composite, HD95, a per-lesion table
+(``lesions.csv``), and the second rater's agreement when ``mask2`` exists. ``predict`` takes a NIfTI file or a
 DICOM series folder and writes a mask NIfTI with the input's affine, plus overlay PNGs.
 """
 
@@ -37,13 +40,8 @@ from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import PrepareResult, register_task
 from medtasks.tasks.kinds.segmentation import SegmentationTask
 from medtasks.tasks.ms_segment.config import MsSegmentConfig
-from medtasks.tasks.ms_segment.volumes import (
-    VOLUME_COLUMNS,
-    evaluate_volumes,
-    find_volumes,
-    parse_shape,
-    predict_volumes,
-)
+from medtasks.tasks.ms_segment.evaluate import evaluate_volumes, predict_volumes
+from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, find_volumes, parse_shape
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.resize import ResizeImaged
 from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, load_volume

@@ -36,6 +36,7 @@ from medtasks.metrics.lesions import (
     volume_correlation,
 )
 from medtasks.metrics.segmentation import case_metric_fn, confusion_counts, hd95, metrics_from_counts, pooled_metric_fn
+from medtasks.metrics.surface import assd, nsd
 
 __all__ = ["volume_row", "volume_summary"]
 
@@ -43,8 +44,10 @@ PER_VOLUME = ("dice", "iou", "sens", "ppv", "ltpr", "lfpr", "lesion_precision", 
 
 
 def volume_row(pred: np.ndarray, true: np.ndarray, group: Any, spacing: float | Sequence[float] | None = None,
-               connectivity: int = 2, with_hd95: bool = True) -> dict[str, Any]:
-    """One volume's counts, overlap, lesion detection, volumes (mm^3 with ``spacing``) and HD95."""
+               connectivity: int = 2, with_hd95: bool = True, nsd_tolerance: float | None = None) -> dict[str, Any]:
+    """One volume's counts, overlap, lesion detection, volumes (mm^3 with ``spacing``), HD95 and ASSD (NaN
+    unless both masks have foreground) and, with ``nsd_tolerance`` (mm), the normalised surface Dice (0 when
+    exactly one mask is empty, NaN when both are; :mod:`medtasks.metrics.surface`)."""
     c = confusion_counts(pred, true)
     row: dict[str, Any] = {"group": group, **c, **metrics_from_counts(c, empty_value=1.0)}
     det = lesion_detection(pred, true, connectivity=connectivity)
@@ -58,6 +61,8 @@ def volume_row(pred: np.ndarray, true: np.ndarray, group: Any, spacing: float | 
     row["true_volume"], row["pred_volume"] = lesion_volume(true, spacing), lesion_volume(pred, spacing)
     both = c["tp"] + c["fn"] > 0 and c["tp"] + c["fp"] > 0
     row["hd95"] = hd95(pred, true, spacing) if with_hd95 and both else float("nan")
+    row["assd"] = assd(pred, true, spacing) if with_hd95 and both else float("nan")
+    row["nsd"] = float("nan") if nsd_tolerance is None else nsd(pred, true, nsd_tolerance, spacing)
     return row
 
 
@@ -87,9 +92,13 @@ def volume_summary(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> di
     out["lesions_pooled"] = {**_lesions_pooled(t), "f1_ci": ci(lambda idx: _lesions_pooled(sub(idx))["f1"])}
     out["volume_correlation"] = ci(lambda idx: volume_correlation(sub(idx)["pred_volume"], sub(idx)["true_volume"]))
     out["isbi"] = ci(lambda idx: _isbi(sub(idx)))
-    finite = t[np.isfinite(t["hd95"].astype(float))].reset_index(drop=True)
-    out["hd95"] = ({"mean": bootstrap_ci(case_metric_fn(finite, "hd95"), finite["group"].astype(str).to_numpy(),
-                                         n_boot=n_boot, seed=seed), "n": int(len(finite))} if len(finite) else {"n": 0})
+    for m in ("hd95", "assd", "nsd"):  # over the volumes where each is defined; n says how many
+        if m not in t.columns:
+            continue
+        finite = t[np.isfinite(t[m].astype(float))].reset_index(drop=True)
+        out[m] = ({"mean": bootstrap_ci(case_metric_fn(finite, m), finite["group"].astype(str).to_numpy(),
+                                        n_boot=n_boot, seed=seed), "median": float(finite[m].median()),
+                   "n": int(len(finite))} if len(finite) else {"n": 0})
     out["headline"] = {"volume_dice": out["per_volume"]["dice"], "pooled_dice": out["pooled"]["dice"],
                        "lesion_f1": out["per_volume"]["lesion_f1"], "isbi_raw": out["isbi"]}
     return out

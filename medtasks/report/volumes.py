@@ -30,7 +30,22 @@ def ms_sections(run: RunData, fig_dir: Path) -> list[str]:
              ["lesion F1", fmt_ci(pv.get("lesion_f1")), fmt_ci(lp.get("f1_ci"))],
              ["volume correlation (Pearson r)", fmt_ci(m.get("volume_correlation")), ""],
              ["ISBI 2015 composite (raw, not rater-normalised)", fmt_ci(m.get("isbi")), ""],
-             ["HD95 (mm)", fmt_ci((m.get("hd95") or {}).get("mean")), ""]]
+             ["HD95 (mm)", fmt_ci((m.get("hd95") or {}).get("mean")), ""],
+             ["ASSD (mm)", fmt_ci((m.get("assd") or {}).get("mean")), ""],
+             [f"NSD at {fmt_num(run.config.get('eval', {}).get('nsd_tolerance_mm'))} mm",
+              fmt_ci((m.get("nsd") or {}).get("mean")), ""]]
+    iou = (m.get("lesion_rules") or {}).get("iou") or {}
+    if iou:  # the report's rule (IoU > threshold) beside ISBI's any-overlap rule above
+        thr = fmt_num((m.get("lesion_rules") or {}).get("iou_threshold"))
+        ipv, ipo = iou.get("per_volume") or {}, iou.get("pooled") or {}
+        lrows += [[f"lesion TPR, IoU > {thr} rule", fmt_ci(ipv.get("ltpr")), fmt_num(ipo.get("ltpr"))],
+                  [f"lesion precision, IoU > {thr} rule", fmt_ci(ipv.get("lesion_precision")),
+                   fmt_num(ipo.get("precision"))],
+                  [f"lesion F1, IoU > {thr} rule", fmt_ci(ipv.get("lesion_f1")), fmt_ci(ipo.get("f1_ci"))]]
+    post = m.get("postprocess") or {}
+    if post:
+        lrows.append(["minimum lesion size (mm^3, " + str(post.get("mode", "")) + ")",
+                      fmt_num(post.get("min_lesion_mm3")), ""])
     conn = {1: "6", 2: "18", 3: "26"}.get(int((run.config.get("eval") or {}).get("connectivity", 2)), "18")
     body.append(table([f"Lesion-wise (3-D, {conn}-connected)", "per volume [95% CI]", "pooled counts"], lrows,
                       table_id="lesion-table"))
@@ -82,9 +97,10 @@ def cardiac_sections(run: RunData, fig_dir: Path) -> list[str]:
     h = m.get("headline") or {}
     names = ("myocardium", "aortic_valve", "calcification")
     rows = [[n.replace("_", " "), fmt_ci(h.get(f"dice_{n}")), fmt_num(s.get(f"n_{n}_scored")),
-             fmt_num((m.get("hd95_mm") or {}).get(n))] for n in names]
-    body = [table(["Class", f"Dice per patient ({m.get('gate')} gate) [95% CI]", "patients scored", "HD95 mm"], rows,
-                  table_id="cardiac-table"),
+             *(fmt_num((m.get(k) or {}).get(n)) for k in ("hd95_mm", "assd_mm", "nsd"))] for n in names]
+    nsd_head = f"NSD at {fmt_num(m.get('nsd_tolerance_mm'))} mm"
+    body = [table(["Class", f"Dice per patient ({m.get('gate')} gate) [95% CI]", "patients scored", "HD95 mm",
+                   "ASSD mm", nsd_head], rows, table_id="cardiac-table"),
             note(f"{m.get('empty_rule')}. {m.get('n')} test patients, {m.get('n_with_calcium')} with calcium.")]
     comp = m.get("gate_comparison") or {}
     keys = ("dice_calcification", "calcium_lesion_recall", "calcium_lesion_precision", "calcium_lesion_f1",

@@ -76,3 +76,18 @@ def test_both_matching_rules_summarised_by_hand() -> None:
     vs = volume_summary(table, n_boot=50)          # the overlap rule is the one volume_summary reports
     assert ov["per_volume"]["lesion_f1"] == vs["per_volume"]["lesion_f1"]
     assert ov["pooled"]["f1"] == vs["lesions_pooled"]["f1"]
+
+
+def test_volume_row_surface_distances_by_hand() -> None:
+    """Two parallel 4x4 plates 3 voxels apart along z (spacing 2 mm): ASSD = 6 mm; NSD at 7 mm = 1, at 5 mm = 0."""
+    from medtasks.metrics.volume_summary import volume_row as row_of
+
+    a = np.zeros((8, 8, 10), bool)
+    b = np.zeros_like(a)
+    a[2:6, 2:6, 2], b[2:6, 2:6, 5] = True, True
+    r = row_of(b, a, "s", spacing=(1.0, 1.0, 2.0), nsd_tolerance=7.0)
+    assert r["assd"] == pytest.approx(6.0) and r["hd95"] == pytest.approx(6.0) and r["nsd"] == pytest.approx(1.0)
+    assert row_of(b, a, "s", spacing=(1.0, 1.0, 2.0), nsd_tolerance=5.0)["nsd"] == pytest.approx(0.0)
+    empty = row_of(np.zeros_like(a), a, "s", spacing=(1.0, 1.0, 2.0), nsd_tolerance=2.0)
+    assert np.isnan(empty["assd"]) and empty["nsd"] == 0.0            # a missed lesion scores 0, not NaN
+    assert np.isnan(row_of(b, a, "s")["nsd"])                          # no tolerance asked: not computed

@@ -140,11 +140,18 @@ def test_predict_nifti_and_dicom_series(trained, tmp_path) -> None:
         ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 3.0 * k], [1, 0, 0, 0, 1, 0]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber = vol.shape[2] - k      # against position, as after re-export: order comes from IPP
         ds.PixelData = np.clip(vol[:, :, k].T * 100, 0, 65535).astype(np.uint16).tobytes()
         ds.save_as(series / f"{k}.dcm", enforce_file_format=True)
+        if k < 2:  # a second series in the same folder, two slices at one position: rejected with its reason
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = uid + ".9", generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+            ds.save_as(series / f"dup{k}.dcm", enforce_file_format=True)
     (tmp_path / "dicom" / "readme.txt").write_text("x")
     out2 = api.predict("ms_segment", rd.path, tmp_path / "dicom", out=tmp_path / "o2", progress=False)
     p2 = pd.read_csv(out2 / "predictions.csv")
     assert len(p2) == 1 and nib.load(out2 / p2["mask"][0]).shape[2] == 4
-    assert pd.read_csv(out2 / "rejected.csv").reason.tolist() == ["unknown_file"]
+    stacked = np.asarray(nib.load(p2["input"][0]).dataobj)   # the series as read: slices in position order
+    assert np.array_equal(stacked, np.clip(vol * 100, 0, 65535).astype(np.uint16).astype(np.float32))
+    assert sorted(pd.read_csv(out2 / "rejected.csv").reason) == ["duplicate_position", "unknown_file"]

@@ -101,6 +101,7 @@ class CardiacEvalConfig(EvalConfig):
     save_masks: bool = True                  # masks/<patient>_pred.nii.gz (the input's space)
     iou_threshold: float = 0.5               # lesions.csv: the IoU matching rule beside any-overlap
     lesion_table: bool = True                # lesions.csv: one row per true / predicted calcium lesion
+    nsd_tolerance_mm: float = 2.0            # normalised surface Dice per class: boundary within 2 mm counts
 
     def validate(self) -> None:
         super().validate()

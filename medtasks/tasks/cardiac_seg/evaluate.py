@@ -29,6 +29,7 @@ from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.lesion_table import LESION_COLUMNS
 from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
 from medtasks.metrics.segmentation import NAN, case_metric_fn, hd95, overlap_metrics
+from medtasks.metrics.surface import assd, nsd
 from medtasks.tasks.cardiac_seg.calcium import (
     calcium_lesions,
     choose_calcium_postprocess,
@@ -73,13 +74,18 @@ def _predict(task: CardiacSeg, models: dict[str, Any], image: str, min_mm3: floa
     return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
 
 
-def patient_row(pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...], connectivity: int) -> dict[str, Any]:
-    """Per-class Dice / HD95 (NaN when the class is in neither map), calcium lesion counts."""
+def patient_row(pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...], connectivity: int,
+                nsd_tolerance: float = 2.0) -> dict[str, Any]:
+    """Per-class Dice, HD95 and ASSD in mm (NaN unless the class is in both maps), normalised surface Dice
+    at ``nsd_tolerance`` mm (NaN when the class is in neither map, 0 when in one only), calcium lesion counts."""
     row: dict[str, Any] = {}
     for c, name in CLASSES.items():
         p, t = pred == c, true == c
+        both = p.any() and t.any()
         row[f"dice_{name}"] = overlap_metrics(p, t, empty_value=None)["dice"]
-        row[f"hd95_{name}"] = hd95(p, t, spacing) if p.any() and t.any() else NAN
+        row[f"hd95_{name}"] = hd95(p, t, spacing) if both else NAN
+        row[f"assd_{name}"] = assd(p, t, spacing) if both else NAN
+        row[f"nsd_{name}"] = nsd(p, t, nsd_tolerance, spacing)
     det = lesion_detection(pred == 3, true == 3, connectivity=connectivity)
     row.update(calc_true_lesions=det["n_true_lesions"], calc_pred_lesions=det["n_pred_lesions"],
                calc_detected=det["n_detected"], calc_false_pos=det["n_false_pos"],
@@ -123,7 +129,7 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                                 inf.classifier_threshold)
             row = {"case_id": r.patient_id, "patient_id": r.patient_id, "split": e.split, "gate": g, "gate_open": open_,
                    "p_calcium": out["p_calcium"], "seconds": round(out["seconds"], 2),
-                   **patient_row(fused, true, spacing, e.connectivity)}
+                   **patient_row(fused, true, spacing, e.connectivity, e.nsd_tolerance_mm)}
             if g == chosen and e.save_masks:
                 img = nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine)
                 save_nifti_atomic(img, run / "masks" / f"{r.patient_id}_pred.nii.gz")
@@ -149,15 +155,18 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                                              groups, n_boot=e.n_boot, seed=task.cfg.seed)
     write_csv_atomic(t, run / "predictions.csv")
     write_csv_atomic(pd.concat(tables.values(), ignore_index=True), run / "gate_predictions.csv")
-    metrics = {**task.metrics_header(), "layout": "cardiac", "gate": chosen, "n": int(len(t)),
+    header = task.metrics_header([*(warnings or []), *missing_note(models)])  # + the protocol's departures
+    metrics = {**header, "layout": "cardiac", "gate": chosen, "n": int(len(t)),
                "n_patients": int(len(set(groups))), "n_with_calcium": int(t.has_calcium.sum()),
                "headline": headline, "summary": _mode_summary(t),
                "gate_comparison": {g: _mode_summary(tab) for g, tab in tables.items()},
-               "hd95_mm": {name: float(t[f"hd95_{name}"].mean()) if t[f"hd95_{name}"].notna().any() else NAN
-                           for name in CLASSES.values()},
+               **{f"{m}_mm" if m != "nsd" else "nsd": {
+                   name: float(t[f"{m}_{name}"].mean()) if t[f"{m}_{name}"].notna().any() else NAN
+                   for name in CLASSES.values()} for m in ("hd95", "assd", "nsd")},
+               "nsd_tolerance_mm": e.nsd_tolerance_mm,
                "seconds_per_patient": float(t.seconds.mean()), "stages": task.state.get("stages", {}),
                "empty_rule": "a class absent from truth and prediction is left out of its Dice mean",
-               "postprocess": post, "warnings": [*(warnings or []), *missing_note(models)]}
+               "postprocess": post}
     if e.lesion_table:
         lesions = pd.concat(lesion_rows, ignore_index=True) if lesion_rows else pd.DataFrame(columns=LESION_COLUMNS)
         write_csv_atomic(lesions, run / "lesions.csv")

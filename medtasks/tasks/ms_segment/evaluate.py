@@ -33,6 +33,7 @@ from medtasks.metrics.lesion_table import LESION_COLUMNS, lesion_table
 from medtasks.metrics.lesions import lesion_detection, match_lesions
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.metrics.volume_summary import volume_row, volume_summary
+from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, blank_other_slices
 from medtasks.tasks.ms_segment.volumes import predict_volume, save_mask, volume_spacing
 from medtasks.transforms.postprocess import lesion_f1_curve, remove_small_lesions, resolve_min_lesion_size
 from medtasks.transforms.slicing import load_volume
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 PRED_COLUMNS = ("subject_id", "timepoint", "dice", "iou", "sens", "ppv", "n_true_lesions", "n_pred_lesions",
                 "n_detected", "n_false_pos", "ltpr", "lfpr", "lesion_f1", "iou_n_detected", "iou_n_false_pos",
-                "iou_ltpr", "iou_lfpr", "iou_lesion_f1", "true_volume", "pred_volume", "hd95", "tp", "fp", "fn", "tn")
+                "iou_ltpr", "iou_lfpr", "iou_lesion_f1", "true_volume", "pred_volume", "hd95", "assd", "nsd",
+                "tp", "fp", "fn", "tn")
 
 
 def choose_postprocess(task: MsSegment, model: Any, df: pd.DataFrame) -> dict[str, Any]:
@@ -52,10 +54,14 @@ def choose_postprocess(task: MsSegment, model: Any, df: pd.DataFrame) -> dict[st
     them. The size used is kept in the task state (``predict`` reads it)."""
     pp, e = task.cfg.postprocess, task.cfg.eval
     curve_fn = None
-    val = df[df.split == "val"] if "split" in df.columns else df.iloc[:0]
+    val = df[df.split.isin(["val", ALL_SPLITS])] if "split" in df.columns else df.iloc[:0]
     if pp.min_lesion_mm3 == "auto" and len(val):
-        cases = [(predict_volume(task, model, r, "val"), load_volume(r["mask"]) > 0, volume_spacing(r["flair"]))
-                 for r in val.to_dict("records")]
+        cases = []
+        for r in val.to_dict("records"):
+            pred, true = predict_volume(task, model, r, "val"), load_volume(r["mask"]) > 0
+            if task.slice_level():  # the validation slices of each scan only
+                pred, true = blank_other_slices(pred, true, task.eval_slices(r, "val"))
+            cases.append((pred, true, volume_spacing(r["flair"])))
 
         def curve_fn(candidates):
             return lesion_f1_curve(cases, candidates, e.connectivity)
@@ -95,8 +101,11 @@ def evaluate_volumes(task: MsSegment, run: Any, df: pd.DataFrame, fit_result: An
         spacing = volume_spacing(r["flair"])
         pred = remove_small_lesions(predict_volume(task, model, r, e.split), min_mm3, spacing, e.connectivity)
         true = load_volume(r["mask"]) > 0
+        ks = task.eval_slices(r, e.split)
+        if task.slice_level():  # score the eval.split slices of this scan only
+            pred, true = blank_other_slices(pred, true, ks)
         name = f"{r['subject_id']}_{r['timepoint']}"
-        row = volume_row(pred, true, r["subject_id"], spacing, e.connectivity)
+        row = volume_row(pred, true, r["subject_id"], spacing, e.connectivity, nsd_tolerance=e.nsd_tolerance_mm)
         match = match_lesions(pred, true, e.connectivity, iou_threshold=e.iou_threshold)
         row.update(rule_columns(match, "iou"), subject_id=r["subject_id"], timepoint=r["timepoint"], flair=r["flair"])
         if e.lesion_table:
@@ -107,7 +116,6 @@ def evaluate_volumes(task: MsSegment, run: Any, df: pd.DataFrame, fit_result: An
         vol_rows.append(row)
         if e.raters and isinstance(r.get("mask2"), str) and r["mask2"]:
             rater_rows.append(volume_row(load_volume(r["mask2"]) > 0, true, r["subject_id"], spacing, e.connectivity))
-        ks = task.slice_frame(pd.DataFrame([r]))["slice_index"]
         for k in ks:
             sr = case_row(pred[:, :, k].T, true[:, :, k].T, r["subject_id"], with_hd95=False)
             slice_rows.append({**sr, "subject_id": r["subject_id"], "timepoint": r["timepoint"], "slice_index": int(k)})

@@ -41,6 +41,7 @@ from medtasks.tasks.contract import PrepareResult, register_task
 from medtasks.tasks.kinds.segmentation import SegmentationTask
 from medtasks.tasks.ms_segment.config import MsSegmentConfig
 from medtasks.tasks.ms_segment.evaluate import evaluate_volumes, predict_volumes
+from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, SLICE_SPLIT_WARNING, split_slices
 from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, find_volumes, parse_shape
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.resize import ResizeImaged
@@ -107,6 +108,41 @@ class MsSegment(SegmentationTask):
                     continue
                 rows.append({**r, "slice_index": k, "lesion_pixels": int(lesion[k])})
         return pd.DataFrame(rows)
+
+    # ---- data.split_level=slice: the report's protocol (medtasks.tasks.ms_segment.slice_split) -----------
+    def slice_level(self) -> bool:
+        return self.cfg.data.split_level == "slice"
+
+    def make_splits(self, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        if not self.slice_level():
+            return super().make_splits(df)
+        if self.cfg.cv.folds >= 2:
+            raise ValueError("data.split_level=slice splits slices inside each scan; cv.folds needs "
+                             "split_level=patient")
+        return df.assign(split=ALL_SPLITS).reset_index(drop=True), [SLICE_SPLIT_WARNING]
+
+    def eval_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df.reset_index(drop=True) if self.slice_level() else super().eval_rows(df)
+
+    def eval_slices(self, row: dict[str, Any], split: str) -> list[int]:
+        """The slice indices of one volume row that ``split`` scores (all of them unless split by slice)."""
+        ks = self.slice_frame(pd.DataFrame([row]))
+        if self.slice_level():
+            ks = split_slices(ks, self.cfg.seed, self.cfg.data.split)
+            ks = ks[ks.split == split]
+        return [int(k) for k in ks["slice_index"]] if len(ks) else []
+
+    def split_train_val(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if not self.slice_level():
+            return super().split_train_val(df)
+        f, seed = self.cfg.data.split, self.cfg.seed
+        train = split_slices(self.slice_frame(df, training=True), seed, f)
+        val = split_slices(self.slice_frame(df), seed, f)
+        train, val = train[train.split == "train"], val[val.split == "val"]
+        if train.empty or val.empty:
+            raise ValueError(f"data.split_level=slice gave {len(train)} train / {len(val)} val slices; "
+                             f"check data.split ({list(f)})")
+        return train.reset_index(drop=True), val.reset_index(drop=True)
 
     def loader(self, df: pd.DataFrame, split: str, shuffle: bool, batch_size: int) -> Any:
         """Volume rows become slice rows here (training: ``input.empty_slice_fraction`` of the empty ones)."""

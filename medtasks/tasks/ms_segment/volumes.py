@@ -66,19 +66,25 @@ def volume_spacing(path: str) -> tuple[float, float, float]:
     return tuple(float(z) for z in nib.load(path).header.get_zooms()[:3])  # type: ignore[return-value]
 
 
-def _dicom_to_nifti(folder: Path, cache: Path) -> Path:
-    """A DICOM series folder as a NIfTI volume (MONAI's PydicomReader: affine in RAS), cached by folder + files."""
-    from monai.transforms import LoadImage
+def _dicom_series(folder: Path, cache: Path, rejected: Rejected) -> list[tuple[Path, str]]:
+    """The DICOM series of ``folder`` as NIfTI volumes in ``cache`` (:mod:`medtasks.io.dicom_series`: slices
+    ordered by position along the normal, spacing from the positions, affine in RAS); a series it cannot
+    stack (uneven or duplicate positions, mixed orientations, ...) becomes a ``rejected`` row. A folder with
+    several series gives several volumes, named ``<folder>_<series>``."""
+    from medtasks.io.dicom_series import read_series_folder, save_series_nifti
 
     files = sorted(p for p in folder.iterdir() if p.is_file())
     key = hashlib.sha256("|".join(f"{p}:{p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()[:12]
-    out = cache / f"{folder.name}-{key}.nii.gz"
-    if not out.is_file():
-        img = LoadImage(reader="PydicomReader", image_only=True, ensure_channel_first=False)(str(folder))
-        arr = np.asarray(img).astype(np.float32)
-        if arr.ndim != 3:
-            raise ValueError(f"{folder}: expected one 3-D series, got an array of shape {arr.shape}")
-        save_nifti_atomic(nib.Nifti1Image(arr, np.asarray(img.affine, dtype=np.float64)), out)
+    volumes, bad = read_series_folder(folder)
+    for path, reason, detail in bad:
+        rejected.add(path, reason, f"DICOM series: {detail}")
+    out = []
+    for vol in volumes:
+        name = folder.name if len(volumes) == 1 else f"{folder.name}_{vol.name}"
+        path = cache / f"{name}-{key}.nii.gz"
+        if not path.is_file():
+            save_series_nifti(vol, path)
+        out.append((path, name))
     return out
 
 
@@ -99,8 +105,8 @@ def find_volumes(task: MsSegment, source: Path) -> tuple[pd.DataFrame, Rejected]
         rows.append((p, p.name.split(".nii")[0]))
     for folder in series:
         try:
-            rows.append((_dicom_to_nifti(folder, cache_dir() / "dicom_series"), folder.name))
-        except Exception as exc:  # any reader error: one row, the run goes on
+            rows.extend(_dicom_series(folder, cache_dir() / "dicom_series", rejected))
+        except OSError as exc:  # a folder that cannot be read: one row, the run goes on
             rejected.add(folder, "unreadable", f"DICOM series: {type(exc).__name__}: {exc}")
     out = []
     for path, name in rows:

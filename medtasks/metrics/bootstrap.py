@@ -210,21 +210,7 @@ def paired_bootstrap_diff(
     """
     _check_args(n_boot, alpha)
     rs = GroupResampler(groups)
-    out = {
-        "diff": None,
-        "value_a": None,
-        "value_b": None,
-        "ci_low": None,
-        "ci_high": None,
-        "excludes_zero": False,
-        "alpha": float(alpha),
-        "n_boot": 0,
-        "n_requested": int(n_boot),
-        "n_skipped": 0,
-        "n_groups": rs.n_groups,
-        "method": "paired " + METHOD,
-        "reason": None,
-    }
+    out = _diff_result(alpha, n_boot, "paired " + METHOD, n_groups=rs.n_groups)
     full = rs.all_indices()
     a, b = _safe_eval(metric_fn_a, full), _safe_eval(metric_fn_b, full)
     out["value_a"], out["value_b"] = a, b
@@ -242,6 +228,13 @@ def paired_bootstrap_diff(
         if va is not None and vb is not None:
             diffs.append(va - vb)
     return _finish_diff(out, diffs, n_boot, alpha, "paired_bootstrap_diff")
+
+
+def _diff_result(alpha: float, n_boot: int, method: str, **groups: int) -> dict:
+    """The empty result of a difference bootstrap (paired or unpaired), before any evaluation."""
+    return {"diff": None, "value_a": None, "value_b": None, "ci_low": None, "ci_high": None,
+            "excludes_zero": False, "alpha": float(alpha), "n_boot": 0, "n_requested": int(n_boot),
+            "n_skipped": 0, **groups, "method": method, "reason": None}
 
 
 def _finish_diff(out: dict, diffs: list[float], n_boot: int, alpha: float, caller: str) -> dict:
@@ -301,23 +294,8 @@ def unpaired_bootstrap_diff(
     """
     _check_args(n_boot, alpha)
     rs_a, rs_b = GroupResampler(groups_a), GroupResampler(groups_b)
-    out = {
-        "diff": None,
-        "value_a": None,
-        "value_b": None,
-        "ci_low": None,
-        "ci_high": None,
-        "excludes_zero": False,
-        "alpha": float(alpha),
-        "n_boot": 0,
-        "n_requested": int(n_boot),
-        "n_skipped": 0,
-        "n_groups": rs_a.n_groups + rs_b.n_groups,
-        "n_groups_a": rs_a.n_groups,
-        "n_groups_b": rs_b.n_groups,
-        "method": "unpaired (independent two-sample) " + METHOD,
-        "reason": None,
-    }
+    out = _diff_result(alpha, n_boot, "unpaired (independent two-sample) " + METHOD,
+                       n_groups=rs_a.n_groups + rs_b.n_groups, n_groups_a=rs_a.n_groups, n_groups_b=rs_b.n_groups)
     a, b = _safe_eval(metric_fn_a, rs_a.all_indices()), _safe_eval(metric_fn_b, rs_b.all_indices())
     out["value_a"], out["value_b"] = a, b
     if a is None or b is None:

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from medtasks.config import ConfigError
 from medtasks.schema import EvalConfig, RunConfig
+from medtasks.tasks.kinds.segmentation_config import check_lesion_eval
 from medtasks.transforms.postprocess import LesionPostprocessConfig
 
 CLASSES = {1: "myocardium", 2: "aortic_valve", 3: "calcification"}   # label values of the AI CUP masks
@@ -105,10 +106,7 @@ class CardiacEvalConfig(EvalConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.connectivity not in (1, 2, 3):
-            raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
-        if not 0.5 <= self.iou_threshold < 1.0:
-            raise ConfigError(f"iou_threshold: expected [0.5, 1) (one-to-one matching), got {self.iou_threshold}")
+        check_lesion_eval(self.connectivity, self.iou_threshold)
 
 
 @dataclass

@@ -10,6 +10,15 @@ from medtasks.config import ConfigError
 from medtasks.schema import EvalConfig, TrainConfig
 
 
+def check_lesion_eval(connectivity: int, iou_threshold: float) -> None:
+    """The lesion-matching keys shared by the volumetric evaluations (ms_segment, cardiac calcium):
+    ``connectivity`` of the 3-D components and the IoU rule's threshold (>= 0.5: one-to-one matching)."""
+    if connectivity not in (1, 2, 3):
+        raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {connectivity}")
+    if not 0.5 <= iou_threshold < 1.0:
+        raise ConfigError(f"iou_threshold: expected [0.5, 1) (one-to-one matching), got {iou_threshold}")
+
+
 @dataclass
 class SegLossConfig:
     name: Literal["bce_dice"] = "bce_dice"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from medtasks.config import ConfigError
 from medtasks.schema import AugmentConfig, RunConfig
-from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
+from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig, check_lesion_eval
 from medtasks.transforms.postprocess import LesionPostprocessConfig
 
 
@@ -62,10 +62,7 @@ class MsEvalConfig(SegEvalConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.connectivity not in (1, 2, 3):
-            raise ConfigError(f"connectivity: 1 (6-), 2 (18-) or 3 (26-connected), got {self.connectivity}")
-        if not 0.5 <= self.iou_threshold < 1.0:
-            raise ConfigError(f"iou_threshold: expected [0.5, 1) (one-to-one matching), got {self.iou_threshold}")
+        check_lesion_eval(self.connectivity, self.iou_threshold)
 
 
 @dataclass

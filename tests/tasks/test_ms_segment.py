@@ -79,6 +79,8 @@ def test_split_by_subject_and_volume_outputs(trained) -> None:
     preds = pd.read_csv(rd / "predictions.csv", dtype={"patient_id": str})
     test = man[man.split == "test"]
     assert len(preds) == len(test) == saved["n"]
+    assert (preds.n_true == preds.tp + preds.fn).all() and {"assd", "nsd"} <= set(preds.columns)
+    assert saved["nsd"]["n"] == int(preds.nsd.notna().sum()) and saved["assd"]["n"] == int(preds.assd.notna().sum())
     for r in test.itertuples():                                       # masks in each FLAIR's own space
         ref, got = nib.load(r.flair), nib.load(rd / "masks" / f"{r.subject_id}_{r.timepoint}.nii.gz")
         assert got.shape == ref.shape and np.allclose(got.affine, ref.affine)

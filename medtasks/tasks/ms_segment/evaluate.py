@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 PRED_COLUMNS = ("subject_id", "timepoint", "dice", "iou", "sens", "ppv", "n_true_lesions", "n_pred_lesions",
                 "n_detected", "n_false_pos", "ltpr", "lfpr", "lesion_f1", "iou_n_detected", "iou_n_false_pos",
                 "iou_ltpr", "iou_lfpr", "iou_lesion_f1", "true_volume", "pred_volume", "hd95", "assd", "nsd",
-                "tp", "fp", "fn", "tn")
+                "tp", "fp", "fn", "tn", "n_true")
 
 
 def choose_postprocess(task: MsSegment, model: Any, df: pd.DataFrame) -> dict[str, Any]:
@@ -121,6 +121,7 @@ def evaluate_volumes(task: MsSegment, run: Any, df: pd.DataFrame, fit_result: An
             slice_rows.append({**sr, "subject_id": r["subject_id"], "timepoint": r["timepoint"], "slice_index": int(k)})
         _slice_picks(picks, e.overlays, pred, true, r, ks)
     vols, slices = pd.DataFrame(vol_rows), pd.DataFrame(slice_rows)
+    vols["n_true"] = vols["tp"] + vols["fn"]  # truth voxels: `medtasks compare` scores Dice over volumes with lesions
     summary = volume_summary(vols, n_boot=e.n_boot, seed=task.cfg.seed)
     slice_summary = segmentation_summary(slices, n_boot=e.n_boot, seed=task.cfg.seed, min_area=e.min_area)
     slice_summary["seg_to_classification"].pop("report_text", None)

@@ -48,6 +48,7 @@ from medtasks.metrics.bootstrap import bootstrap_ci, paired_bootstrap_diff, unpa
 from medtasks.metrics.summary import _class_weights
 from medtasks.registry import UnknownNameError, did_you_mean
 from medtasks.report import RunData, load_run
+from medtasks.report.compare_html import UNPAIRED_WHY
 
 __all__ = ["compare_runs", "align_runs", "compute_comparison", "pairing_of", "AlignedRun", "CompareError",
            "RunFileMissing", "COMPARE_METRICS", "LOWER_IS_BETTER", "OVERALL", "UNPAIRED_WHY", "add_compare_parser",
@@ -56,8 +57,6 @@ __all__ = ["compare_runs", "align_runs", "compute_comparison", "pairing_of", "Al
 logger = logging.getLogger(__name__)
 
 DEFAULT_ECE_BINS = 15
-UNPAIRED_WHY = ("the CI of the difference resamples each run's patients independently; it is wider than a paired "
-                "CI and includes the case-mix difference")
 
 
 class CompareError(ValueError):

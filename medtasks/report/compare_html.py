@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from medtasks.compare import UNPAIRED_WHY
 from medtasks.io.atomic import write_text_atomic
 from medtasks.report.figures import _new_figure, _style, save_figure
 from medtasks.report.html import SYNTHETIC_BANNER, esc, fmt_num, note, page, section, table
@@ -26,6 +25,9 @@ from medtasks.report.html import SYNTHETIC_BANNER, esc, fmt_num, note, page, sec
 __all__ = ["render_compare", "plot_forest", "headline_table"]
 
 logger = logging.getLogger(__name__)
+
+UNPAIRED_WHY = ("the CI of the difference resamples each run's patients independently; it is wider than a paired "
+                "CI and includes the case-mix difference")
 
 FOREST_PNG = "compare_forest.png"
 # Printed by `medtasks compare` when present: (metric, label).
@@ -39,6 +41,8 @@ PAIRING_EXPLANATION = {
     "unpaired": f"unpaired: runs scored on different cases: {UNPAIRED_WHY}.",
 }
 EXTRA_CSS = "<style>tr.significant td { background: #e3f1e6; font-weight: 600; }</style>"
+
+
 
 
 def _row_label(metric: str, label: str, lower_is_better: Collection[str]) -> str:

@@ -211,23 +211,35 @@ def paired_bootstrap_diff(
     _check_args(n_boot, alpha)
     rs = GroupResampler(groups)
     out = _diff_result(alpha, n_boot, "paired " + METHOD, n_groups=rs.n_groups)
-    full = rs.all_indices()
-    a, b = _safe_eval(metric_fn_a, full), _safe_eval(metric_fn_b, full)
+
+    def draw(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        idx = rs.draw(rng)
+        return idx, idx
+
+    return _run_diff(out, metric_fn_a, metric_fn_b, (rs.all_indices(), rs.all_indices()), draw, n_boot, alpha, seed,
+                     "paired_bootstrap_diff")
+
+
+def _run_diff(out: dict, metric_fn_a: MetricFn, metric_fn_b: MetricFn, full: tuple[np.ndarray, np.ndarray],
+              draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], n_boot: int, alpha: float,
+              seed: int, caller: str) -> dict:
+    """The point difference on ``full`` and its bootstrap replicates (``draw``: one pair of index sets, the same
+    set twice when paired); shared by the paired and the unpaired difference."""
+    a, b = _safe_eval(metric_fn_a, full[0]), _safe_eval(metric_fn_b, full[1])
     out["value_a"], out["value_b"] = a, b
     if a is None or b is None:
         out["reason"] = "metric undefined on the full sample"
         return out
     out["diff"] = a - b
-
     rng = np.random.default_rng(seed)
     diffs: list[float] = []
     for _ in range(int(n_boot)):
-        idx = rs.draw(rng)
-        va = _safe_eval(metric_fn_a, idx)
-        vb = _safe_eval(metric_fn_b, idx) if va is not None else None
+        idx_a, idx_b = draw(rng)
+        va = _safe_eval(metric_fn_a, idx_a)
+        vb = _safe_eval(metric_fn_b, idx_b) if va is not None else None
         if va is not None and vb is not None:
             diffs.append(va - vb)
-    return _finish_diff(out, diffs, n_boot, alpha, "paired_bootstrap_diff")
+    return _finish_diff(out, diffs, n_boot, alpha, caller)
 
 
 def _diff_result(alpha: float, n_boot: int, method: str, **groups: int) -> dict:
@@ -296,22 +308,8 @@ def unpaired_bootstrap_diff(
     rs_a, rs_b = GroupResampler(groups_a), GroupResampler(groups_b)
     out = _diff_result(alpha, n_boot, "unpaired (independent two-sample) " + METHOD,
                        n_groups=rs_a.n_groups + rs_b.n_groups, n_groups_a=rs_a.n_groups, n_groups_b=rs_b.n_groups)
-    a, b = _safe_eval(metric_fn_a, rs_a.all_indices()), _safe_eval(metric_fn_b, rs_b.all_indices())
-    out["value_a"], out["value_b"] = a, b
-    if a is None or b is None:
-        out["reason"] = "metric undefined on the full sample"
-        return out
-    out["diff"] = a - b
-
-    rng = np.random.default_rng(seed)
-    diffs: list[float] = []
-    for _ in range(int(n_boot)):
-        idx_a, idx_b = rs_a.draw(rng), rs_b.draw(rng)
-        va = _safe_eval(metric_fn_a, idx_a)
-        vb = _safe_eval(metric_fn_b, idx_b) if va is not None else None
-        if va is not None and vb is not None:
-            diffs.append(va - vb)
-    return _finish_diff(out, diffs, n_boot, alpha, "unpaired_bootstrap_diff")
+    return _run_diff(out, metric_fn_a, metric_fn_b, (rs_a.all_indices(), rs_b.all_indices()),
+                     lambda rng: (rs_a.draw(rng), rs_b.draw(rng)), n_boot, alpha, seed, "unpaired_bootstrap_diff")
 
 
 class ResampledAUC:

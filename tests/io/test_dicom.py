@@ -348,3 +348,33 @@ def test_read_hu_short_pixel_buffer_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(DicomReadError) as info:
         read_hu(path)
     assert info.value.reason == "unreadable"
+
+
+def test_header_fast_path_equals_pydicom_on_every_test_file() -> None:
+    """read_header parses plain raw elements itself (speed); on pydicom's test files (implicit / explicit VR,
+    big endian, compressed) every field equals pydicom's own conversion."""
+    import warnings
+
+    import pydicom
+    from pydicom.data import get_testdata_files
+
+    from medtasks.io.dicom import DicomReadError, _slice_z
+
+    checked = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in get_testdata_files("*.dcm"):
+            try:
+                h = read_header(f, modality=None, require_position=False)
+            except DicomReadError:
+                continue
+            ds = pydicom.dcmread(f)
+            sp = ds.get("PixelSpacing")
+            assert h["sop_instance_uid"] == str(ds.get("SOPInstanceUID", "")), f
+            assert h["series_instance_uid"] == str(ds.get("SeriesInstanceUID", "")), f
+            assert h["patient_id"] == str(ds.get("PatientID", "")), f
+            assert (h["rows"], h["columns"]) == (int(ds.Rows), int(ds.Columns)), f
+            assert h["pixel_spacing_row"] == (float(sp[0]) if sp is not None and len(sp) >= 2 else None), f
+            assert h["z"] == _slice_z(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")), f
+            checked += 1
+    assert checked >= 40

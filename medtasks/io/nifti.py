@@ -44,6 +44,11 @@ def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 
+def voxel_spacing(path: str | Path) -> tuple[float, float, float]:
+    """Voxel size (mm) of a NIfTI volume's first three axes, from its header (the data is not read)."""
+    return tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])  # type: ignore[return-value]
+
+
 def check_axial(path: str | Path) -> None:
     """Raise ``ValueError`` unless the volume's third voxel axis runs head-foot (an axial stack), so that
     cutting along it gives axial slices."""

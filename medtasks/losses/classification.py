@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medtasks.registry import LOSSES
+
+log = logging.getLogger(__name__)
 
 
 def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None,
@@ -41,10 +45,6 @@ def prevalence_pos_weight(labels, names: Sequence[str] | None = None) -> list[fl
         >>> prevalence_pos_weight([[1, 0], [0, 0], [0, 1], [0, 1]])
         [3.0, 1.0]
     """
-    import logging
-
-    import numpy as np
-
     y = np.asarray(labels, dtype=np.float64)
     if y.ndim != 2 or y.shape[0] == 0:
         raise ValueError(f"expected (N, C) labels, got shape {y.shape}")
@@ -53,7 +53,7 @@ def prevalence_pos_weight(labels, names: Sequence[str] | None = None) -> list[fl
     names = list(names) if names is not None else [str(j) for j in range(y.shape[1])]
     bad = [j for j in range(y.shape[1]) if pos[j] == 0 or neg[j] == 0]
     if bad:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "loss.pos_weight=prevalence: label(s) %s have no positive or no negative training row; their "
             "pos_weight is 1.0 (give loss.pos_weight as a list to choose)", ", ".join(names[j] for j in bad))
     return [1.0 if j in bad else round(float(neg[j] / pos[j]), 4) for j in range(y.shape[1])]

@@ -30,7 +30,8 @@ Conventions (Metrics Reloaded, ISBI 2015):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -192,6 +193,34 @@ def pooled_and_per_case(
     return out
 
 
+def _tensors(pred: np.ndarray, true: np.ndarray, spacing: Spacing):
+    """Validated masks as MONAI's one-hot, batch-first ``(1, 1, *spatial)`` float tensors, plus the spacing."""
+    import torch
+
+    p, t = _pair(pred, true)
+    if p.ndim not in (2, 3):
+        raise ValueError(f"surface metrics take 2-D or 3-D masks, got shape {p.shape}")
+    if spacing is not None:
+        if np.isscalar(spacing):
+            spacing = float(spacing)
+        else:
+            spacing = [float(s) for s in spacing]
+            if len(spacing) != p.ndim:
+                raise ValueError(f"spacing has {len(spacing)} values for a {p.ndim}-D mask {p.shape}")
+    yp, yt = (torch.from_numpy(m[None, None].astype(np.float32)) for m in (p, t))
+    return p, t, yp, yt, spacing
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MONAI 1.5+ warns about its own deprecated ``always_return_as_numpy`` on every call, and about
+    empty masks, which are handled before MONAI is called; both are noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
+        warnings.filterwarnings("ignore", ".*is all 0, this may result in nan/inf distance", UserWarning)
+        yield
+
+
 def hd95(
     pred: np.ndarray, true: np.ndarray, spacing: Spacing = None, percentile: float = 95.0
 ) -> float:
@@ -206,25 +235,13 @@ def hd95(
         >>> hd95(a, b), hd95(a, b, spacing=(2.0, 1.0))
         (3.0, 6.0)
     """
-    import torch
     from monai.metrics import compute_hausdorff_distance
 
-    p, t = _pair(pred, true)
-    if spacing is not None and not np.isscalar(spacing):
-        spacing = [float(s) for s in spacing]
-        if len(spacing) != p.ndim:
-            raise ValueError(f"spacing has {len(spacing)} values for a {p.ndim}-D mask {p.shape}")
+    p, t, yp, yt, spacing = _tensors(pred, true, spacing)
     if not p.any() or not t.any():
         return NAN
-    # MONAI expects one-hot, batch-first tensors: (B=1, C=1, *spatial).
-    yp = torch.from_numpy(p[None, None].astype(np.float32))
-    yt = torch.from_numpy(t[None, None].astype(np.float32))
-    with warnings.catch_warnings():
-        # MONAI 1.5+ passes its own deprecated ``always_return_as_numpy`` internally.
-        warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
-        d = compute_hausdorff_distance(
-            yp, yt, include_background=True, percentile=percentile, spacing=spacing
-        )
+    with _quiet():
+        d = compute_hausdorff_distance(yp, yt, include_background=True, percentile=percentile, spacing=spacing)
     return float(d.reshape(-1)[0])
 
 

@@ -29,43 +29,11 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 
-from medtasks.metrics.segmentation import NAN, Spacing, _pair
+from medtasks.metrics.segmentation import NAN, Spacing, _quiet, _tensors
 
 __all__ = ["assd", "nsd"]
-
-
-def _tensors(pred: np.ndarray, true: np.ndarray, spacing: Spacing):
-    """Validated masks as MONAI's one-hot, batch-first ``(1, 1, *spatial)`` float tensors, plus the spacing."""
-    import torch
-
-    p, t = _pair(pred, true)
-    if p.ndim not in (2, 3):
-        raise ValueError(f"surface metrics take 2-D or 3-D masks, got shape {p.shape}")
-    if spacing is not None:
-        if np.isscalar(spacing):
-            spacing = float(spacing)
-        else:
-            spacing = [float(s) for s in spacing]
-            if len(spacing) != p.ndim:
-                raise ValueError(f"spacing has {len(spacing)} values for a {p.ndim}-D mask {p.shape}")
-    yp, yt = (torch.from_numpy(m[None, None].astype(np.float32)) for m in (p, t))
-    return p, t, yp, yt, spacing
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """MONAI 1.5+ warns about its own deprecated ``always_return_as_numpy`` on every call, and about
-    empty masks, which are handled before MONAI is called; both are noise here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
-        warnings.filterwarnings("ignore", ".*is all 0, this may result in nan/inf distance", UserWarning)
-        yield
 
 
 def assd(pred: np.ndarray, true: np.ndarray, spacing: Spacing = None) -> float:

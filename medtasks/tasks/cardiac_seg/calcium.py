@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from medtasks.io.nifti import voxel_spacing
 from medtasks.metrics.lesion_table import lesion_table
 from medtasks.metrics.lesions import match_lesions
 from medtasks.tasks.cardiac_seg.infer import calcium_probability, fuse, predict_stage
@@ -26,12 +27,7 @@ from medtasks.transforms.postprocess import lesion_f1_curve, resolve_min_lesion_
 if TYPE_CHECKING:
     from medtasks.tasks.cardiac_seg.task import CardiacSeg
 
-__all__ = ["image_spacing", "evaluation_gate", "choose_calcium_postprocess", "min_calcium_mm3", "calcium_lesions"]
-
-
-def image_spacing(path: str) -> tuple[float, float, float]:
-    """Voxel size (mm) of a NIfTI volume from its header (the space the calcium mask is in)."""
-    return tuple(float(z) for z in nib.load(path).header.get_zooms()[:3])  # type: ignore[return-value]
+__all__ = ["evaluation_gate", "choose_calcium_postprocess", "min_calcium_mm3", "calcium_lesions"]
 
 
 def evaluation_gate(task: CardiacSeg, models: dict[str, Any]) -> str:
@@ -51,7 +47,7 @@ def choose_calcium_postprocess(task: CardiacSeg, models: dict[str, Any], df: pd.
         for r in val.itertuples():
             calcium = predict_stage(task, models["class3"], r.image, "class3") == 1
             true = np.asarray(nib.load(r.label).dataobj) == 3
-            cases.append((calcium, true, image_spacing(r.image)))
+            cases.append((calcium, true, voxel_spacing(r.image)))
             probs.append(calcium_probability(task, models["gate"], r.image) if models.get("gate") is not None
                          else None)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
-from medtasks.io.nifti import save_nifti_atomic
+from medtasks.io.nifti import save_nifti_atomic, voxel_spacing
 from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.lesion_table import LESION_COLUMNS
 from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
@@ -34,7 +34,6 @@ from medtasks.tasks.cardiac_seg.calcium import (
     calcium_lesions,
     choose_calcium_postprocess,
     evaluation_gate,
-    image_spacing,
     min_calcium_mm3,
 )
 from medtasks.tasks.cardiac_seg.config import CLASSES, STAGES
@@ -69,7 +68,7 @@ def _predict(task: CardiacSeg, models: dict[str, Any], image: str, min_mm3: floa
             else np.zeros(shape, np.uint8))
     calcium = (predict_stage(task, models["class3"], image, "class3") == 1 if models["class3"] is not None
                else np.zeros(shape, bool))
-    calcium = remove_small_lesions(calcium, min_mm3, image_spacing(image), task.cfg.eval.connectivity)
+    calcium = remove_small_lesions(calcium, min_mm3, voxel_spacing(image), task.cfg.eval.connectivity)
     p = calcium_probability(task, models["gate"], image) if models["gate"] is not None else None
     return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
 
@@ -135,7 +134,7 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                 save_nifti_atomic(img, run / "masks" / f"{r.patient_id}_pred.nii.gz")
                 row["mask"] = f"masks/{r.patient_id}_pred.nii.gz"
             if g == chosen and e.lesion_table:
-                lesion_rows.append(calcium_lesions(fused, true, r.patient_id, image_spacing(r.image),
+                lesion_rows.append(calcium_lesions(fused, true, r.patient_id, voxel_spacing(r.image),
                                                    nib.load(r.image).affine, e.connectivity, e.iou_threshold))
             rows[g].append(row)
     tables = {g: pd.DataFrame(v) for g, v in rows.items()}

@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
+from medtasks.io.nifti import voxel_spacing
 from medtasks.metrics.lesion_rules import rule_columns, rules_summary
 from medtasks.metrics.lesion_table import LESION_COLUMNS, lesion_table
 from medtasks.metrics.lesions import lesion_detection, match_lesions
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.metrics.volume_summary import volume_row, volume_summary
 from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, blank_other_slices
-from medtasks.tasks.ms_segment.volumes import predict_volume, save_mask, volume_spacing
+from medtasks.tasks.ms_segment.volumes import predict_volume, save_mask
 from medtasks.transforms.postprocess import lesion_f1_curve, remove_small_lesions, resolve_min_lesion_size
 from medtasks.transforms.slicing import load_volume
 
@@ -61,7 +62,7 @@ def choose_postprocess(task: MsSegment, model: Any, df: pd.DataFrame) -> dict[st
             pred, true = predict_volume(task, model, r, "val"), load_volume(r["mask"]) > 0
             if task.slice_level():  # the validation slices of each scan only
                 pred, true = blank_other_slices(pred, true, task.eval_slices(r, "val"))
-            cases.append((pred, true, volume_spacing(r["flair"])))
+            cases.append((pred, true, voxel_spacing(r["flair"])))
 
         def curve_fn(candidates):
             return lesion_f1_curve(cases, candidates, e.connectivity)
@@ -98,7 +99,7 @@ def evaluate_volumes(task: MsSegment, run: Any, df: pd.DataFrame, fit_result: An
     vol_rows, rater_rows, slice_rows, lesion_rows = [], [], [], []
     picks: dict[str, Any] = {"n": 0, "lesions": [], "false_positive": []}
     for r in test.to_dict("records"):
-        spacing = volume_spacing(r["flair"])
+        spacing = voxel_spacing(r["flair"])
         pred = remove_small_lesions(predict_volume(task, model, r, e.split), min_mm3, spacing, e.connectivity)
         true = load_volume(r["mask"]) > 0
         ks = task.eval_slices(r, e.split)
@@ -199,7 +200,7 @@ def predict_volumes(task: MsSegment, run: Any, df: pd.DataFrame, out_dir: Path |
     min_mm3, conn = _min_lesion_size(task), task.cfg.eval.connectivity
     rows = []
     for r in df.to_dict("records"):
-        spacing = volume_spacing(r["flair"])
+        spacing = voxel_spacing(r["flair"])
         pred = remove_small_lesions(predict_volume(task, model, {**r, "mask": ""}, "predict"), min_mm3, spacing, conn)
         det = lesion_detection(pred, pred, connectivity=conn)
         row = {"case_id": r["subject_id"], "input": r["flair"], "lesion_voxels": int(pred.sum()),

@@ -61,11 +61,6 @@ def save_mask(mask: np.ndarray, reference: str, path: Path) -> None:
     save_nifti_atomic(img, path)
 
 
-def volume_spacing(path: str) -> tuple[float, float, float]:
-    """Voxel size (mm) of a NIfTI volume from its header."""
-    return tuple(float(z) for z in nib.load(path).header.get_zooms()[:3])  # type: ignore[return-value]
-
-
 def _dicom_series(folder: Path, cache: Path, rejected: Rejected) -> list[tuple[Path, str]]:
     """The DICOM series of ``folder`` as NIfTI volumes in ``cache`` (:mod:`medtasks.io.dicom_series`: slices
     ordered by position along the normal, spacing from the positions, affine in RAS); a series it cannot

@@ -102,59 +102,121 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
 def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: str | Path | None,
          overrides: Sequence[str], runs_dir: str | Path, resume: str | Path | None,
          progress: bool, protocol: str | None = None) -> tuple[RunDir, dict[str, Any]]:
-    from medtasks.engine.runtime import seed_everything, select_device, set_threads
+    """One run; under torchrun every rank comes here: rank 0 sets the run up and broadcasts it (run directory,
+    split manifest, config), every rank trains, rank 0 alone evaluates and reports (the others return ``{}``)."""
+    from medtasks.engine import distributed
+    from medtasks.engine.runtime import seed_everything, set_threads
+    from medtasks.io.atomic import writes_disabled
     from medtasks.report import render_report
 
     cls = get_task_class(task_name)
-    if resume is not None:
-        rd = RunDir.open(resume)
-        run_log.open(rd / "run.log")
-        task = task_from_run(rd)
-        if task.name != task_name:
-            raise ValueError(f"{resume} is a {task.name} run, not {task_name}")
-        set_threads(task.cfg.train.threads)
-        seed_everything(task.cfg.seed)
-        df = task.load_manifest(rd / "manifest.csv")
-        warnings = []
-    else:
+    cfg = None
+    if resume is None:
         demo = manifest is None
         cfg_path = Path(config) if config else default_config(task_name, demo=demo)
         overlays = protocol_overlay(task_name, protocol)
         cfg = load_config(cfg_path, cls.Config, overrides, overlays=overlays)
         if cfg.task != task_name:
             raise ValueError(f"{cfg_path} is a config for task {cfg.task!r}, not {task_name!r}")
-        if manifest is not None:
-            cfg.data.manifest = str(manifest)
-        cfg.data.synthetic = cfg.data.manifest is None
-        set_threads(cfg.train.threads)
-        seed_everything(cfg.seed)
-        task = cls(cfg)
-        if cfg.data.synthetic:
-            log.info("no manifest given: using the embedded SYNTHETIC default (%s)", cfg_path.name)
-            prep = task.synthesize(cache_dir())
-            manifest_path, rejected = prep.manifest, Rejected.read(prep.rejected)
+        device_name = cfg.train.device
+    else:
+        device_name = RunDir.open(resume).read_config().get("train", {}).get("device", "auto")
+    if distributed.init_from_env(device_name):
+        if not cls.distributed_training:
+            raise ValueError(f"{task_name} does not train under torchrun: {cls.distributed_hint}")
+        if resume is None and distributed.restart_count() > 0:  # torchrun --max-restarts: this launch's run, resumed
+            found = _restarted_run(runs_dir, task_name) if distributed.is_main() else None
+            resume = distributed.broadcast_object(found)
+    main = distributed.is_main()
+    with writes_disabled(not main):  # under torchrun rank 0 alone writes the run directory
+        if resume is not None:
+            rd = RunDir.open(resume)
+            if main:
+                run_log.open(rd / "run.log")
+            task = task_from_run(rd)
+            if task.name != task_name:
+                raise ValueError(f"{resume} is a {task.name} run, not {task_name}")
+            set_threads(task.cfg.train.threads)
+            seed_everything(task.cfg.seed)
+            df = distributed.broadcast_object(task.load_manifest(rd / "manifest.csv") if main else None)
+            warnings: list[str] = []
         else:
-            manifest_path = Path(cfg.data.manifest)
-            rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
-        profile = "-".join([cfg_path.name.removesuffix(".yaml")] + [o.name.split(".")[1] for o in overlays])
-        rd = RunDir.create(runs_dir, task_name, profile.replace(".", "-"))
-        run_log.open(rd / "run.log")
-        rd.write_config(resolved_dict(task))
-        rd.write_env(cfg.seed, str(select_device(cfg.train.device)))
-        df = task.load_manifest(manifest_path)
-        df, warnings = task.make_splits(df)
-        task.write_manifest(rd, df)
-        write_rejected(rd / "rejected.csv", rejected)
-    log.info("run directory: %s", rd.path)
-    try:
-        fit = task.train(rd, df, resume=resume is not None, progress=progress)
-        metrics = task.evaluate(rd, df, fit, warnings)
-        render_report(rd.path)
-    except BaseException as exc:  # one line on the terminal; the traceback in run.log; then on to the caller
-        log.error("%s failed: %s: %s (traceback in %s)", task_name, type(exc).__name__, exc, rd / "run.log")
-        append_run_log(rd, traceback.format_exc())
-        raise
+            if manifest is not None:
+                cfg.data.manifest = str(manifest)
+            cfg.data.synthetic = cfg.data.manifest is None
+            set_threads(cfg.train.threads)
+            seed_everything(cfg.seed)
+            setup = _setup_run(run_log, cls(cfg), cfg_path, overlays, runs_dir) if main else None
+            path, cfg, df, warnings = distributed.broadcast_object(setup)
+            rd, task = RunDir(Path(path)), cls(cfg)
+        if main:
+            log.info("run directory: %s", rd.path)
+        try:
+            fit = task.train(rd, df, resume=resume is not None, progress=progress)
+            if not main:
+                return rd, {}
+            metrics = task.evaluate(rd, df, fit, warnings)
+            render_report(rd.path)
+        except BaseException as exc:  # one line on the terminal; the traceback in run.log; then on to the caller
+            if main:
+                log.error("%s failed: %s: %s (traceback in %s)", task_name, type(exc).__name__, exc, rd / "run.log")
+                append_run_log(rd, traceback.format_exc())
+            raise
     return rd, metrics
+
+
+def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path], runs_dir: str | Path
+               ) -> tuple[str, Any, Any, list[str]]:
+    """Rank 0's part of a new run: data (synthetic or the manifest), the run directory, its config, env,
+    split manifest and rejected list; returns what every rank needs (path, config, split frame, warnings)."""
+    from medtasks.engine import distributed
+    from medtasks.engine.runtime import select_device
+
+    cfg = task.cfg
+    if cfg.data.synthetic:
+        log.info("no manifest given: using the embedded SYNTHETIC default (%s)", cfg_path.name)
+        prep = task.synthesize(cache_dir())
+        manifest_path, rejected = prep.manifest, Rejected.read(prep.rejected)
+    else:
+        manifest_path = Path(cfg.data.manifest)
+        rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
+    profile = "-".join([cfg_path.name.removesuffix(".yaml")] + [o.name.split(".")[1] for o in overlays])
+    rd = RunDir.create(runs_dir, task.name, profile.replace(".", "-"))
+    run_log.open(rd / "run.log")
+    rd.write_config(resolved_dict(task))
+    extra = {}
+    if distributed.is_distributed():
+        import torch.distributed as dist
+
+        extra = {"distributed": {"world_size": distributed.world_size(), "backend": dist.get_backend(),
+                                 "local_world_size": distributed.local_world_size(),
+                                 "launch": distributed.launch_key()}}
+    rd.write_env(cfg.seed, str(select_device(cfg.train.device)), extra)
+    df = task.load_manifest(manifest_path)
+    df, warnings = task.make_splits(df)
+    task.write_manifest(rd, df)
+    write_rejected(rd / "rejected.csv", rejected)
+    return str(rd.path), cfg, df, warnings
+
+
+def _restarted_run(runs_dir: str | Path, task_name: str) -> str | None:
+    """After a torchrun restart: the run directory this launch created (env.json's launch key), to resume
+    when it finished an epoch (a ``last.pt`` anywhere in it); None: start afresh."""
+    from medtasks.engine import distributed
+
+    key = distributed.launch_key()
+    mine = [p for p in sorted(Path(runs_dir, task_name).glob("*/env.json"))
+            if RunDir(p.parent).read_env().get("distributed", {}).get("launch") == key]
+    if not mine:
+        log.warning("torchrun restart %d: no run directory of this launch yet; starting afresh",
+                    distributed.restart_count())
+        return None
+    rd = mine[-1].parent
+    if not any(rd.rglob("last.pt")):
+        log.warning("torchrun restart %d: %s never finished an epoch; starting afresh", distributed.restart_count(), rd)
+        return None
+    log.warning("torchrun restart %d: resuming %s from its last.pt", distributed.restart_count(), rd)
+    return str(rd)
 
 
 def prepare(task_name: str, source: str | Path, out: str | Path, **options: Any):

@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--protocol", choices=("medtasks", "report"), default=None,
                    help="report: the source report's own evaluation protocol (configs/<task>.report.yaml laid over "
                         "the config), flaws included and marked on the report; default: medtasks' held-out protocol")
+    r.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel in N processes on this machine (one per GPU; Gloo on CPU): starts "
+                        "`torchrun --standalone --nproc_per_node N -m medtasks run ...` (multi-node: run torchrun "
+                        "yourself)")
+    r.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="with --nproc: torchrun restarts failed workers up to K times; the run resumes from last.pt")
 
     c = sub.add_parser("config", help="show where a task's config is, or write it resolved to a file to edit")
     c.add_argument("task")
@@ -65,6 +71,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def strip_launch_options(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--max-restarts K`` (either spelling ``--opt V`` or ``--opt=V``).
+
+    Example:
+        >>> strip_launch_options(["run", "phe_classify", "--nproc", "2", "train.epochs=1", "--max-restarts=1"])
+        ['run', 'phe_classify', 'train.epochs=1']
+    """
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--nproc", "--max-restarts"):
+            skip = True
+        elif not a.startswith(("--nproc=", "--max-restarts=")):
+            out.append(a)
+    return out
+
+
+def _torchrun(argv: list[str], nproc: int, max_restarts: int) -> int:
+    """``medtasks run ... --nproc N``: the same command under ``torchrun --standalone`` (one machine)."""
+    import os
+    import subprocess
+
+    if nproc < 1:
+        print("medtasks run: error: --nproc must be >= 1", file=sys.stderr)
+        return 2
+    if "WORLD_SIZE" in os.environ:
+        print("medtasks run: error: --nproc inside torchrun: drop --nproc (torchrun already started the processes)",
+              file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           f"--max-restarts={max(0, max_restarts)}", "-m", "medtasks", *strip_launch_options(argv)]
+    log.info("starting %s", " ".join(cmd[1:]))
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # key=value overrides may come before or after options (argparse cannot intermix them with subcommands)
@@ -74,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "run":
         args.overrides = list(args.overrides) + [e for e in extra if e not in unknown]
+        if args.nproc is not None:
+            return _torchrun(list(sys.argv[1:] if argv is None else argv), args.nproc, args.max_restarts)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from medtasks import api
@@ -91,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
             rd, metrics = api.run(args.task, manifest=args.manifest, config=args.config, overrides=args.overrides,
                                   runs_dir=args.runs_dir, resume=args.resume, protocol=args.protocol)
+            from medtasks.engine import distributed
             from medtasks.rundir import append_run_log
 
-            summary = f"{run_summary(args.task, metrics)}\n\nreport: {(rd / 'report.html').resolve()}"
-            print(summary)
-            append_run_log(rd, summary)
+            if distributed.is_main():  # the other torchrun ranks trained; rank 0 evaluated and reports
+                summary = f"{run_summary(args.task, metrics)}\n\nreport: {(rd / 'report.html').resolve()}"
+                print(summary)
+                append_run_log(rd, summary)
+            distributed.shutdown()
         elif args.command == "config":
             path = api.default_config(args.task, demo=args.demo)
             overlays = api.protocol_overlay(args.task, args.protocol)

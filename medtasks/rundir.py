@@ -39,7 +39,7 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment(seed: int, device: str) -> dict[str, Any]:
+def environment(seed: int, device: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     from medtasks.engine.runtime import cpu_has_bf16
@@ -53,7 +53,7 @@ def environment(seed: int, device: str) -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "git_sha": git_sha(), "seed": seed, "device": device, "command": " ".join(sys.argv),
             "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_bf16(),  # what timings depend on
-            "started": _dt.datetime.now().isoformat(timespec="seconds")}
+            "started": _dt.datetime.now().isoformat(timespec="seconds"), **(extra or {})}
 
 
 @dataclass
@@ -94,8 +94,14 @@ class RunDir:
         with open(self.path / "config.resolved.yaml", encoding="utf-8") as fh:
             return yaml.safe_load(fh)
 
-    def write_env(self, seed: int, device: str) -> None:
-        write_json_atomic(self.path / "env.json", environment(seed, device))
+    def write_env(self, seed: int, device: str, extra: Mapping[str, Any] | None = None) -> None:
+        write_json_atomic(self.path / "env.json", environment(seed, device, extra))
+
+    def read_env(self) -> dict[str, Any]:
+        import json
+
+        path = self.path / "env.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -4,7 +4,8 @@
   whose replacement is atomic: the new file is written to a temp name and renamed over the old
   one, so a crash never leaves the run without a checkpoint (ignite removes the old file first).
 - :class:`EpochCollector` — gathers an evaluator's predictions over an epoch and scores them
-  with a task-supplied function (metrics that need the whole epoch: AUC, F1, log loss).
+  with a task-supplied function (metrics that need the whole epoch: AUC, F1, log loss); under torchrun
+  with a sharded validation set it gathers every rank's shard first, back in the split's order.
 - :class:`HistoryWriter` — one ``history.csv`` row per epoch, rewritten atomically.
 """
 
@@ -21,6 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 
+from medtasks.engine import distributed
 from medtasks.io.atomic import write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,15 @@ class EpochCollector:
     Args:
         score_fn: ``score_fn(logits, labels) -> dict[str, float]`` on the whole epoch (CPU tensors).
         prefix: prepended to every metric name written into ``engine.state.metrics``.
+        sharded: each rank evaluated its strided shard (:func:`~medtasks.engine.distributed.shard_eval_loader`):
+            score the gathered whole split, on every rank alike.
     """
 
     def __init__(self, score_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]],
-                 prefix: str = "val_") -> None:
+                 prefix: str = "val_", sharded: bool = False) -> None:
         self.score_fn = score_fn
         self.prefix = prefix
+        self.sharded = sharded
         self.preds: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
@@ -71,6 +76,10 @@ class EpochCollector:
     def _score(self, engine: Engine) -> None:
         logits = torch.cat(self.preds)
         labels = torch.cat(self.labels)
+        if self.sharded:
+            shards = distributed.all_gather_object((logits, labels))
+            logits = distributed.gather_rows([s[0] for s in shards])
+            labels = distributed.gather_rows([s[1] for s in shards])
         for name, value in self.score_fn(logits, labels).items():
             engine.state.metrics[self.prefix + name] = float(value)
 
@@ -80,12 +89,14 @@ class StreamingCollector:
 
     ``batch_fn(pred, label) -> dict`` runs on each batch (CPU tensors) and returns whatever the epoch
     needs (e.g. per-class voxel counts, lesion counts, a loss sum); ``reduce_fn(list of those dicts)
-    -> dict[str, float]`` turns them into the epoch's metrics at the end.
+    -> dict[str, float]`` turns them into the epoch's metrics at the end. ``sharded``: every rank's parts
+    are gathered (in rank order) before the reduction, which must not depend on their order (sums, counts).
     """
 
     def __init__(self, batch_fn: Callable[[torch.Tensor, torch.Tensor], Mapping[str, Any]],
-                 reduce_fn: Callable[[list], Mapping[str, float]], prefix: str = "val_") -> None:
+                 reduce_fn: Callable[[list], Mapping[str, float]], prefix: str = "val_", sharded: bool = False) -> None:
         self.batch_fn, self.reduce_fn, self.prefix = batch_fn, reduce_fn, prefix
+        self.sharded = sharded
         self.parts: list = []
 
     def attach(self, engine: Engine) -> None:
@@ -98,7 +109,9 @@ class StreamingCollector:
         self.parts.append(self.batch_fn(out["pred"].detach().float().cpu(), out["label"].detach().float().cpu()))
 
     def _score(self, engine: Engine) -> None:
-        for name, value in self.reduce_fn(self.parts).items():
+        parts = [p for shard in distributed.all_gather_object(self.parts) for p in shard] if self.sharded \
+            else self.parts
+        for name, value in self.reduce_fn(parts).items():
             engine.state.metrics[self.prefix + name] = float(value)
 
 
@@ -126,8 +139,8 @@ class HistoryWriter:
         self._losses.append(float(engine.state.output["loss"].detach()))
 
     def _write(self, engine: Engine) -> None:
-        row: dict[str, Any] = {"epoch": engine.state.epoch,
-                               "train_loss": float(np.mean(self._losses)) if self._losses else float("nan")}
+        loss = distributed.mean_across_ranks(float(np.sum(self._losses)), len(self._losses))  # one rank: the mean
+        row: dict[str, Any] = {"epoch": engine.state.epoch, "train_loss": float(loss)}
         row.update({k: v for k, v in self.evaluator.state.metrics.items() if isinstance(v, (int, float))})
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["time_s"] = round(time.perf_counter() - self._t0, 2)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 
+from medtasks.engine import distributed
+
 __all__ = ["MixUpBatch"]
 
 
@@ -29,8 +31,9 @@ class MixUpBatch(PrepareBatch):
     Args:
         base: The task's own prepare_batch (e.g. ``PrepareBatchExtraInput``); ``None`` = default.
         alpha: Beta distribution parameter; ``alpha <= 0`` turns MixUp off (identity).
-        seed: Seed of the private generator (lam and permutations), for reproducible runs; its
-            state is not checkpointed, so a resumed run draws a fresh sequence.
+        seed: Seed of the private generator (lam and permutations), for reproducible runs (``+ rank``
+            under torchrun); its state is saved in ``last.pt`` (:class:`~medtasks.engine.rng.TrainingRng`),
+            so a resumed run continues the sequence.
     """
 
     def __init__(self, base: Any = None, alpha: float = 0.2, seed: int = 0) -> None:
@@ -38,7 +41,8 @@ class MixUpBatch(PrepareBatch):
             raise ValueError(f"mixup alpha must be >= 0, got {alpha}")
         self.base = base
         self.alpha = float(alpha)
-        self.rng = np.random.default_rng(int(seed))  # private: the global RNGs (augmentation, dropout) are untouched
+        # private: the global RNGs (augmentation, dropout) are untouched
+        self.rng = np.random.default_rng(int(seed) + distributed.rank())
         self.last_lam: float | None = None
 
     def _mix(self, t: Any, perm: torch.Tensor, lam: float, n: int) -> Any:

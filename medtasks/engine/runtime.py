@@ -15,11 +15,13 @@ log = logging.getLogger(__name__)
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error that says so."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu.")
-    return torch.device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        # under torchrun each process has its own GPU: cuda:LOCAL_RANK
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0)) if "LOCAL_RANK" in os.environ \
+            else torch.device("cuda")
+    return torch.device("cpu" if name == "auto" else name)
 
 
 def amp_enabled(requested: bool, device: torch.device) -> bool:
@@ -101,9 +103,11 @@ def engine_network(network: nn.Module, device: torch.device, cpu_bf16: bool = Fa
 
 
 def set_threads(n: int | None) -> None:
-    """Set torch intra-op threads (default: all cores the process may use)."""
+    """Set torch intra-op threads (default: the cores the process may use, shared among torchrun's processes
+    on this machine, ``LOCAL_WORLD_SIZE``)."""
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     torch.set_num_threads(max(1, int(n)))
 
 

@@ -10,7 +10,15 @@ an epoch-level score function. What the handlers do:
   resume (network, optimizer, scheduler, trainer state, early-stopping and best-score state);
 - early stopping (ignite ``EarlyStopping``) and ReduceLROnPlateau (MONAI ``LrScheduleHandler``)
   on the monitored metric; a tqdm progress bar with loss and ETA (ignite ``ProgressBar``);
-- ``history.csv`` (:class:`~medtasks.engine.handlers.HistoryWriter`).
+- ``history.csv`` (:class:`~medtasks.engine.handlers.HistoryWriter`);
+- exact resume: ``last.pt`` also holds every random stream of the training
+  (:class:`~medtasks.engine.rng.TrainingRng`), so a resumed run draws what the uninterrupted one would.
+
+Under torchrun (:mod:`~medtasks.engine.distributed`) the same function trains data-parallel: the training
+network in ``DistributedDataParallel``, each rank on its shard of the training set (per-process batch
+size = ``train.batch_size``; per-rank seeds), validation sharded without padding and gathered back into
+the split's order before scoring, so every rank takes the same best-checkpoint, early-stopping and LR
+decisions; rank 0 alone writes checkpoints, history and tracking, and draws the progress bar.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, global_step_
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
 
+from medtasks.engine import distributed
 from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter, StreamingCollector
-from medtasks.engine.runtime import amp_enabled, engine_network
+from medtasks.engine.rng import TrainingRng
+from medtasks.engine.runtime import amp_enabled, engine_network, seed_everything
 from medtasks.engine.tracking import Tracking, attach_tracking
 
 log = logging.getLogger(__name__)
@@ -143,6 +153,9 @@ class TrainingSpec:
             ``val_loss`` is the mean of the per-batch losses).
         resume: continue from ``checkpoints/last.pt`` in ``run_dir``.
         tracking: TensorBoard / MLflow logging (:mod:`~medtasks.engine.tracking`); none by default.
+        seed: the run's seed; under torchrun each rank reseeds with ``seed + 1000 * rank`` and the training
+            sampler shuffles with it (None: 0).
+        find_unused_parameters: DDP's option, for a network whose forward leaves some parameters unused.
     """
 
     network: torch.nn.Module
@@ -163,6 +176,8 @@ class TrainingSpec:
     resume: bool = False
     progress: bool = True
     tracking: Tracking = field(default_factory=Tracking)
+    seed: int | None = None
+    find_unused_parameters: bool = False
 
 
 def fit(spec: TrainingSpec) -> FitResult:
@@ -181,10 +196,19 @@ def fit(spec: TrainingSpec) -> FitResult:
     epochs, monitor, mode, patience = s.epochs, s.monitor, s.mode, s.patience
     run_dir = Path(spec.run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     use_amp = amp_enabled(p.amp, device)
     network.to(device)
     engine_net = engine_network(network, device, p.cpu_bf16, p.channels_last)  # checkpoints keep `network`
+    seed = int(spec.seed or 0)
+    train_net, val_sharded = engine_net, False
+    if distributed.is_distributed():
+        seed_everything(seed + 1000 * distributed.rank())  # the rank's own augmentation / dropout streams
+        train_loader = distributed.shard_train_loader(train_loader, seed)
+        val_loader, val_sharded = distributed.shard_eval_loader(val_loader)
+        train_net = distributed.wrap_ddp(engine_net, device, spec.find_unused_parameters)
     kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
 
     cpu_loss = copy.deepcopy(loss_fn).cpu().eval()  # eval mode: validation scores the plain targets
@@ -200,7 +224,7 @@ def fit(spec: TrainingSpec) -> FitResult:
     evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=engine_net, amp=use_amp,
                                     decollate=False, **ev_kwargs)
     if spec.stream_score is None:
-        EpochCollector(epoch_score).attach(evaluator)
+        EpochCollector(epoch_score, sharded=val_sharded).attach(evaluator)
     else:
         batch_fn, reduce_fn = spec.stream_score
 
@@ -212,8 +236,8 @@ def fit(spec: TrainingSpec) -> FitResult:
             return {"loss": float(np.mean([p["_loss"] for p in parts])) if parts else float("nan"),
                     **reduce_fn(parts)}
 
-        StreamingCollector(with_loss, reduce_with_loss).attach(evaluator)
-    trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=engine_net,
+        StreamingCollector(with_loss, reduce_with_loss, sharded=val_sharded).attach(evaluator)
+    trainer = SupervisedTrainer(device=device, max_epochs=epochs, train_data_loader=train_loader, network=train_net,
                                 optimizer=optimizer, loss_function=loss_fn.to(device), amp=use_amp, decollate=False,
                                 epoch_length=s.steps_per_epoch, iteration_update=spec.iteration_update, **train_kwargs)
     if monitor != "val_loss" and not monitor.startswith("val_"):
@@ -226,6 +250,11 @@ def fit(spec: TrainingSpec) -> FitResult:
             raise KeyError(f"train.monitor={monitor!r} is not a validation metric; have {sorted(engine.state.metrics)}")
         return sign * value if math.isfinite(value) else -math.inf
 
+    sampler = getattr(train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):  # the distributed sampler's shuffle: seed + epoch, the same after a resume
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
+    if distributed.is_distributed():  # every rank validates (and rank 0 saves) the same network
+        evaluator.add_event_handler(Events.STARTED, lambda e: distributed.broadcast_buffers(network))
     ValidationHandler(interval=1, validator=evaluator, epoch_level=True).attach(trainer)
     best_ckpt = Checkpoint({"network": network}, FixedNameSaver(ckpt_dir, "best.pt"), n_saved=1,
                            score_function=priority, score_name=monitor,
@@ -251,14 +280,15 @@ def fit(spec: TrainingSpec) -> FitResult:
     history = HistoryWriter(history_path, evaluator, optimizer, rows=_read_history(history_path) if resume else None)
     history.attach(trainer)
     to_save: dict[str, Any] = {"network": network, "optimizer": optimizer, "trainer": trainer,
-                               "best_checkpoint": best_ckpt}
+                               "best_checkpoint": best_ckpt,
+                               "rng": TrainingRng(train_loader.dataset, [train_prepare_batch, spec.iteration_update])}
     if sched is not None:
         to_save["scheduler"] = sched
     if stopper is not None:
         to_save["early_stopping"] = stopper
     last_ckpt = Checkpoint(to_save, FixedNameSaver(ckpt_dir, "last.pt"), n_saved=1)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)
-    if progress:
+    if progress and main:
         ProgressBar(persist=True, ncols=100).attach(trainer,
                                                     output_transform=lambda out: {"loss": float(out["loss"].detach())})
 
@@ -270,8 +300,8 @@ def fit(spec: TrainingSpec) -> FitResult:
         log.info("resumed from %s at epoch %d", last_path, trainer.state.epoch)
         trainer.state.max_epochs = epochs
 
-    close_tracking = attach_tracking(spec.tracking, trainer, evaluator, run_dir,
-                                     lambda out: float(out["loss"].detach()))
+    close_tracking = (attach_tracking(spec.tracking, trainer, evaluator, run_dir,
+                                      lambda out: float(out["loss"].detach())) if main else (lambda: None))
     t0 = time.perf_counter()
     try:
         if resume and trainer.state.epoch >= epochs:
@@ -280,6 +310,7 @@ def fit(spec: TrainingSpec) -> FitResult:
             trainer.run()
     finally:
         close_tracking()
+    distributed.barrier()  # every rank sees the final checkpoints before it goes on
     elapsed = time.perf_counter() - t0
     rows = history.rows
     scored = [r for r in rows if isinstance(r.get(monitor), float) and math.isfinite(r[monitor])]

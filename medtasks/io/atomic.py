@@ -15,11 +15,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+_WRITES_OFF = 0
+
+
+@contextmanager
+def writes_disabled(disabled: bool = True) -> Iterator[None]:
+    """Inside, every writer of this module writes into a private temporary folder that is then deleted:
+    the process leaves no file behind. What a torchrun rank other than 0 runs in (it trains, rank 0 writes
+    the run directory); ``disabled=False`` changes nothing.
+    """
+    global _WRITES_OFF
+    _WRITES_OFF += int(disabled)
+    try:
+        yield
+    finally:
+        _WRITES_OFF -= int(disabled)
+
+
+def writes_enabled() -> bool:
+    return _WRITES_OFF == 0
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` (see :func:`writes_disabled`)."""
     path = Path(path)
+    if _WRITES_OFF:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="medtasks-unwritten-") as scratch:
+            yield Path(scratch) / path.name
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

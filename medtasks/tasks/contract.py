@@ -71,6 +71,8 @@ class Task(ABC):
     required_columns: ClassVar[tuple[str, ...]] = ("patient_id", "path")
     group_column: ClassVar[str] = "patient_id"     # what splits, folds and bootstrap CIs resample by
     input_column: ClassVar[str] = "path"           # the manifest column holding the file `predict` reads
+    distributed_training: ClassVar[bool] = True    # trains under torchrun (medtasks.engine.distributed)
+    distributed_hint: ClassVar[str] = ""           # what to do instead, when it does not
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -201,7 +203,7 @@ class Task(ABC):
                             val_loader=val_loader, run_dir=Path(run_dir), device=self.device(),
                             schedule=Schedule.from_config(self.cfg.train, self.cfg.scheduler),
                             precision=Precision.from_config(self.cfg.train), resume=resume, progress=progress,
-                            tracking=self.tracking(run_dir), **extra)
+                            tracking=self.tracking(run_dir), seed=self.cfg.seed, **extra)
 
     def tracking(self, run_dir: Path) -> Tracking:
         """The ``track`` of the config for a training into ``run_dir`` (MLflow run: the run directory's name,

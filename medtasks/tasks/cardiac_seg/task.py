@@ -29,7 +29,6 @@ gate modes compared).
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ import medtasks.models  # noqa: F401  (registers models)
 from medtasks.data.cardiac import index_cardiac, write_cardiac_manifest
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
 from medtasks.engine.trainer import FitResult, Precision, Schedule, TrainingSpec, build_optimizer, fit
+from medtasks.io.atomic import copy_file_atomic
 from medtasks.registry import LOSSES, MODELS
 from medtasks.rundir import RunDir
 from medtasks.synth.cardiac_ct import generate_cardiac_ct
@@ -219,9 +219,9 @@ class CardiacSeg(Task):
                 train_loader=self.stage_loader(stage, df, "train", c.batch_size),
                 val_loader=self.stage_loader(stage, df, "val", 1), run_dir=run / stage, device=device,
                 schedule=schedule, precision=precision, resume=resume, progress=progress,
-                tracking=self.tracking(run / stage), **score_kw))
+                tracking=self.tracking(run / stage), seed=self.cfg.seed, **score_kw))
         first = results.get("class12") or next(iter(results.values()))
-        shutil.copyfile(first.history_path, run / "history.csv")
+        copy_file_atomic(first.history_path, run / "history.csv")
         self.state["stages"] = {s: {"best_epoch": r.best_epoch, "best_score": r.best_score, "epochs_run": r.epochs_run,
                                     "train_time_s": r.train_time_s} for s, r in results.items()}
         self.save_state(run)

@@ -20,6 +20,7 @@ import torch
 from monai.engines.utils import PrepareBatch
 from torch.utils.data import DataLoader, Dataset
 
+from medtasks.engine import distributed
 from medtasks.engine.runtime import select_device
 from medtasks.engine.trainer import Precision, Schedule, TrainingSpec, build_optimizer, fit
 from medtasks.metrics.tuning import sigmoid
@@ -78,6 +79,7 @@ def _apply(head: torch.nn.Module, logits: np.ndarray, groups: list[np.ndarray]) 
 def train_sequence_head(task: Any, run: RunDir, df: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
     """Train the k fold heads on ``oof_predictions.csv``; fit stage-2 calibration on their OOF outputs."""
     cfg, labels = task.cfg.sequence, list(task.labels)
+    distributed.barrier()  # under torchrun rank 0 has just written the file the other ranks read
     oof = pd.read_csv(run / "oof_predictions.csv", dtype={"case_id": str})
     pool = df[df.fold >= 0].reset_index(drop=True)
     by_case = oof.set_index("case_id")
@@ -99,7 +101,8 @@ def train_sequence_head(task: Any, run: RunDir, df: pd.DataFrame, progress: bool
                          val_loader=DataLoader(_Series(logits, y, val_g), batch_size=1),
                          run_dir=run / "sequence" / f"fold_{k}", device=device,
                          schedule=Schedule(epochs=cfg.epochs, patience=cfg.patience, scheduler="none"),
-                         precision=Precision(amp=False), prepare_batch=_SeriesBatch(), progress=progress))
+                         precision=Precision(amp=False), prepare_batch=_SeriesBatch(), progress=progress,
+                         seed=task.cfg.seed))
         best = task.restore(_head(cfg, len(labels)), run / "sequence" / f"fold_{k}" / "checkpoints" / "best.pt")
         for g in val_g:
             stage2[g] = _apply(best, logits, [g])[g]

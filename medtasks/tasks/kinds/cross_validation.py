@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from medtasks.engine import distributed
 from medtasks.engine.trainer import FitResult
-from medtasks.io.atomic import write_csv_atomic, write_json_atomic
+from medtasks.io.atomic import copy_file_atomic, write_csv_atomic, write_json_atomic
 from medtasks.metrics.tuning import sigmoid
 from medtasks.rundir import RunDir
 
@@ -38,7 +38,8 @@ __all__ = ["train_cv", "fold_dirs"]
 def fold_dirs(run: RunDir, k: int) -> list[RunDir]:
     out = []
     for i in range(k):
-        (run / f"fold_{i}" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():  # under torchrun rank 0 alone writes the run directory
+            (run / f"fold_{i}" / "checkpoints").mkdir(parents=True, exist_ok=True)
         out.append(RunDir(run / f"fold_{i}"))
     return out
 
@@ -103,8 +104,8 @@ def train_cv(task: ClassificationTask, run: RunDir, df: pd.DataFrame, resume: bo
     summary = _summary(per_fold)
     write_json_atomic(run / "cv.json", {"folds": k, "select": cfg.cv.select, "selected_fold": best,
                                         "per_fold": per_fold, **summary})
-    shutil.copyfile(run / f"fold_{best}" / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt")
-    shutil.copyfile(run / f"fold_{best}" / "history.csv", run / "history.csv")
+    copy_file_atomic(run / f"fold_{best}" / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt")
+    copy_file_atomic(run / f"fold_{best}" / "history.csv", run / "history.csv")
     task.save_state(run)
     sel = results[best]
     total_time = round(sum(r.train_time_s for r in results), 1)

@@ -57,6 +57,9 @@ class DetectionTask(Task):
 
     kind = "detection"
     input_column = "image"
+    distributed_training = False  # ultralytics runs its own DDP (it starts the worker processes itself)
+    distributed_hint = ("ultralytics trains on several GPUs with its own DDP: run it in one process with "
+                        "`medtasks run <task> detect.extra.device=0,1` (not under torchrun / --nproc)")
     box_class: ClassVar[str] = ""                                  # the class name in the VOC annotations
     image_classes: ClassVar[tuple[str, str]] = ("negative", "positive")   # image-level report names
     label_note: ClassVar[str] = ""                                 # a report warning on what the label is

@@ -154,9 +154,16 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def gather_rows(shards: list[torch.Tensor]) -> torch.Tensor:
-    """Row tensors of strided shards (shard ``r`` = rows ``r, r+N, ...``) back into one tensor in the split's order."""
+def gather_rows(shards: list[torch.Tensor], items: int | None = None) -> torch.Tensor:
+    """Row tensors of strided shards (shard ``r`` = items ``r, r+N, ...``) back into one tensor.
+
+    When every item is one row (``items`` = the rows, or None) the rows come back in the split's order;
+    when an item is several rows (a whole series scored slice by slice) the shards are concatenated in rank
+    order: the same rows, each once, in another order (every epoch metric here is order-free).
+    """
     n, total = len(shards), sum(int(s.shape[0]) for s in shards)
+    if items is not None and items != total:
+        return torch.cat(shards)
     out = torch.empty((total, *shards[0].shape[1:]), dtype=shards[0].dtype)
     for r, shard in enumerate(shards):
         if shard.shape[0] != len(range(r, total, n)):

@@ -77,9 +77,11 @@ class EpochCollector:
         logits = torch.cat(self.preds)
         labels = torch.cat(self.labels)
         if self.sharded:
-            shards = distributed.all_gather_object((logits, labels))
-            logits = distributed.gather_rows([s[0] for s in shards])
-            labels = distributed.gather_rows([s[1] for s in shards])
+            n_items = len(engine.state.dataloader.sampler)  # this rank's share of the split's items
+            shards = distributed.all_gather_object((logits, labels, n_items))
+            items = sum(s[2] for s in shards)
+            logits = distributed.gather_rows([s[0] for s in shards], items)
+            labels = distributed.gather_rows([s[1] for s in shards], items)
         for name, value in self.score_fn(logits, labels).items():
             engine.state.metrics[self.prefix + name] = float(value)
 

@@ -37,7 +37,11 @@ def main() -> int:
             writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & WRITE_FLAGS)
             if writes and under(args[0]):
                 seen.append([event, os.fsdecode(args[0])])
-        elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "shutil.copyfile") and args and under(args[0]):
+        elif event == "shutil.copyfile" and len(args) > 1 and under(args[1]):   # (src, dst): dst is written
+            seen.append([event, os.fsdecode(args[1])])
+        elif event == "os.rename" and len(args) > 1 and (under(args[0]) or under(args[1])):
+            seen.append([event, os.fsdecode(args[1])])
+        elif event in ("os.remove", "os.mkdir", "os.rmdir") and args and under(args[0]):
             seen.append([event, os.fsdecode(args[0])])
 
     if rank != "0":

@@ -288,3 +288,30 @@ def test_slurm_script_runs_torchrun_through_srun(tmp_path, cache) -> None:
     assert (rd / "report.html").is_file()
     usage = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert usage.returncode != 0 and "usage: slurm_train.sh <task>" in usage.stderr
+
+
+PROFILES = __import__("yaml").safe_load((Path(__file__).parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
+# ich_classify with what must behave as in one process: 2-fold cross-validation, the sequence head, MixUp and
+# the balanced sampler
+DDP_EXTRA = {"ich_classify": ["cv.folds=2", "sequence.enabled=true", "sequence.epochs=2", "loss.mixup_alpha=0.4",
+                              "sampling.per_class=8", "sampling.normal=16"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["ich_classify", "phe_classify", "phe_segment", "phe_multilabel", "xray_classify",
+                                  "ms_segment", "cardiac_seg"])
+def test_every_engine_task_trains_under_torchrun(task, tmp_path, cache) -> None:
+    """Each task the shared engine trains runs its tiny profile in 2 processes: one run directory with its report,
+    nothing written by rank 1."""
+    args = ["run", task, "--runs-dir", str(tmp_path / "runs"), *PROFILES[task], *DDP_EXTRA.get(task, [])]
+    with open(tmp_path / "torchrun.log", "w") as log_file:
+        rc = subprocess.call(_torchrun(["--standalone", "--nproc_per_node=2"], args), env=_env(tmp_path, cache),
+                             stdout=log_file, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    assert rc == 0, (tmp_path / "torchrun.log").read_text()[-5000:]
+    rd = next((tmp_path / "runs" / task).iterdir())
+    assert (rd / "report.html").is_file() and (rd / "metrics.json").is_file()
+    assert json.loads((tmp_path / "writes-0-1.json").read_text()) == []
+    if task == "ich_classify":
+        assert (rd / "cv.json").is_file() and (rd / "sequence.json").is_file() and list(rd.rglob("sampling.json"))
+    if task == "cardiac_seg":
+        assert all((rd / s / "checkpoints" / "best.pt").is_file() for s in ("class12", "class3", "gate"))

@@ -15,7 +15,10 @@ For ``ich_classify`` the pipeline is the task's own deterministic transform chai
 pixels with the wrapped-pixel fix -> resize -> HU map, 3 windows and channel normalisation in one
 pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`) and the baseline is
 ``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
-``repeats`` times, after one warm-up pass (page cache), and the best time of each is kept.
+``repeats`` times, after one warm-up pass (page cache), and the best time of each is kept. With
+``cache_epochs_n`` it also times that many epochs of the training pipeline (augmentation included) with no
+cache and with ``data.cache=disk`` (MONAI ``PersistentDataset``: epoch 1 transforms and writes, later
+epochs read the cached tensors), :func:`cache_epochs`.
 """
 
 from __future__ import annotations
@@ -139,8 +142,29 @@ def bench_ms_segment(size: int = 256, batch: int = 4, frames: int = 16, repeats:
     return res
 
 
+def cache_epochs(records: Sequence[dict[str, Any]], transform: Any, cache: str, cache_dir: str | Path | None,
+                 epochs: int = 3, batch_size: int = 32) -> dict[str, Any]:
+    """Items/s of each of ``epochs`` passes of a shuffling training loader over ``records`` with ``data.cache=cache``
+    (:func:`~medtasks.data.datasets.build_dataset`), and epochs 2+ against epoch 1: what a disk cache buys."""
+    from monai.data import DataLoader
+
+    from medtasks.data.datasets import build_dataset
+
+    ds = build_dataset(records, transform, cache=cache, cache_dir=cache_dir, progress=False)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for _batch in loader:
+            pass
+        rates.append(round(len(records) / (time.perf_counter() - t0), 1))
+    later = rates[1:] or rates
+    return {"cache": cache, "epoch_items_per_s": rates,
+            "epochs_2plus_over_1": round(float(sum(later) / len(later)) / rates[0], 2)}
+
+
 def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, repeats: int = 3,
-          size: int = 256, batch: int = 4) -> dict[str, Any]:
+          size: int = 256, batch: int = 4, cache_epochs_n: int = 0) -> dict[str, Any]:
     """Run the benchmark of ``task_name`` (``ich_classify``: input pipeline; ``ms_segment``: network FPS,
     ``n`` frames of ``size`` px in batches of ``batch``)."""
     if task_name == "ms_segment":
@@ -172,6 +196,11 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
         transform = task.build_transforms("test")
         result = compare_rates(lambda p: transform({"image": p, "label": np.zeros(6, np.float32)}),
                                lambda p: pydicom.dcmread(p).pixel_array, paths, repeats)
+        if cache_epochs_n:  # the training pipeline (random augmentation included) over the same files, per epoch
+            records = [{"image": p, "label": np.zeros(6, np.float32), "z": np.float32(0.5)} for p in paths]
+            train_tf = task.build_transforms("train")
+            result["epochs"] = [cache_epochs(records, train_tf, c, Path(tmp) / "cache", cache_epochs_n)
+                                for c in ("none", "disk")]
     result.update(task=task_name, size=task.cfg.input.size,
                   pipeline="DICOM -> stored pixels -> resize -> HU map folded into 3 windows + normalisation -> tensor "
                            "(LoadCTWindowsd)",

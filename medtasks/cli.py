@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=256, help="ms_segment: input side in pixels")
     b.add_argument("--batch", type=int, default=4, help="ms_segment: batch size")
     b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--cache-epochs", type=int, default=0, metavar="N",
+                   help="ich_classify: also time N training epochs with no cache and with data.cache=disk")
     return p
 
 
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             from medtasks.bench import bench
 
             n = args.n if args.n is not None else (16 if args.task == "ms_segment" else 200)
-            res = bench(args.task, input_path=args.input, n=n, repeats=args.repeats, size=args.size, batch=args.batch)
+            res = bench(args.task, input_path=args.input, n=n, repeats=args.repeats, size=args.size, batch=args.batch,
+                        cache_epochs_n=args.cache_epochs)
             for k, v in res.items():
                 print(f"{k}: {v}")
     except (UnknownNameError, ConfigError, FileNotFoundError, ValueError) as exc:

@@ -28,13 +28,16 @@ def find_dicoms(source: Path) -> list[str]:
 
 
 def index_dicoms(source: Path, workers: int | None = None, progress: bool = True,
-                 modality: str | None = "CT") -> tuple[pd.DataFrame, Rejected]:
-    """Header-only scan of a DICOM file/folder -> one row per usable slice, with ``z_normalized``."""
+                 modality: str | None = "CT", journal: Path | None = None) -> tuple[pd.DataFrame, Rejected]:
+    """Header-only scan of a DICOM file/folder -> one row per usable slice, with ``z_normalized``.
+
+    ``journal``: a scan journal (:func:`~medtasks.data.scan.scan_files`): an interrupted scan, run again,
+    reads only the files it had not reached."""
     paths = find_dicoms(source)
     if not paths:
         raise FileNotFoundError(f"{source}: no .dcm files found")
     rows, rejected = scan_files(paths, partial(read_header, modality=modality, require_position=True),
-                                workers=workers, desc="reading DICOM headers", progress=progress)
+                                workers=workers, desc="reading DICOM headers", progress=progress, journal=journal)
     cols = ["patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "z", "path"]
     df = pd.DataFrame(rows, columns=cols).rename(columns={"z": "Z"})
     dup = df.duplicated("sop_instance_uid", keep="first")

@@ -43,3 +43,33 @@ def test_build_dataset_checks_before_filling(monkeypatch) -> None:
     with pytest.raises(CacheTooLargeError):
         build_dataset(_records(50), LOAD, cache="memory", progress=False)
     assert len(build_dataset(_records(50), LOAD, cache="none")) == 50          # streaming is never refused
+
+
+def test_disk_cache_is_read_back_on_later_epochs(tmp_path) -> None:
+    """Records with numpy scalars (ich_classify's z): the second pass reads the cache, it does not recompute."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from monai.transforms import Compose, Lambdad
+
+    from medtasks.data.datasets import build_dataset
+
+    calls = []
+
+    def load(x):
+        calls.append(x)
+        return torch.full((2, 2), float(x))
+
+    records = [{"image": i, "z": np.float32(i / 10), "label": np.zeros(3, np.float32)} for i in range(6)]
+    ds = build_dataset(records, Compose([Lambdad("image", load)]), cache="disk", cache_dir=tmp_path / "c")
+    first = [ds[i] for i in range(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # MONAI warns "Corrupt cache file" when it cannot load one
+        second = [ds[i] for i in range(6)]
+    assert len(calls) == 6 and len(list((tmp_path / "c").glob("*.pt"))) == 6
+    for a, b in zip(first, second):
+        assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
+        assert float(a["z"]) == float(b["z"]) and np.asarray(b["z"]).dtype == np.float32
+    batch = torch.utils.data.default_collate([second[0], second[1]])
+    assert batch["z"].dtype == torch.float32 and batch["z"].shape == (2,)

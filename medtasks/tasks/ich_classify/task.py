@@ -67,7 +67,8 @@ class IchClassify(ClassificationTask):
         if labels is None:
             raise FileNotFoundError(f"no label file: pass --labels <stage_2_train.csv> (none found in {source})")
         table = read_rsna_labels(labels, LABELS)
-        df, rejected = index_dicoms(source, workers, progress)
+        journal = out.with_name(out.stem + ".scan-journal.jsonl")  # an interrupted prepare resumes from it
+        df, rejected = index_dicoms(source, workers, progress, journal=journal)
         has = df["sop_instance_uid"].isin(table.index)
         for p in df.loc[~has, "path"]:
             rejected.add(p, "no_label", f"SOPInstanceUID not in {Path(labels).name}")
@@ -78,6 +79,7 @@ class IchClassify(ClassificationTask):
         write_csv_atomic(df, out)
         rej_path = out.with_name(out.stem + ".rejected.csv")
         rejected.write(rej_path)
+        journal.unlink(missing_ok=True)
         log.info("prepare: %d slices of %d patients -> %s; %d rejected -> %s", len(df), df.patient_id.nunique(),
                  out, len(rejected), rej_path)
         return PrepareResult(out, rej_path, len(df), len(rejected))

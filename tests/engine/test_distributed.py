@@ -210,28 +210,21 @@ def test_two_nodes_c10d_rendezvous_on_localhost(tmp_path, cache) -> None:
     assert json.loads((rd / "metrics.json").read_text())["n"] > 0
 
 
-def test_worker_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path, cache) -> None:
-    """SIGKILL rank 1 during epoch 2 of 3 under ``--max-restarts=1``: torchrun restarts both workers, the run
-    resumes from last.pt (with every random stream) and ends where an uninterrupted run ends, exactly."""
-    launch = ["--standalone", "--nproc_per_node=2", "--max-restarts=1"]
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    _check(subprocess.run(_torchrun(launch, _run_args(whole, 3)), env=_env(whole, cache), capture_output=True,
-                          text=True, timeout=TIMEOUT))
-    cut = tmp_path / "cut"
-    cut.mkdir()
-    log_file = open(cut / "torchrun.log", "w")  # a file, not a pipe nobody reads while it runs
-    proc = subprocess.Popen(_torchrun(launch, _run_args(cut, 3)), env=_env(cut, cache), stdout=log_file,
+def _kill_rank1_in_epoch_2(base: Path, launch: list[str], cache: Path) -> tuple[int, str]:
+    """Start a 3-epoch run under torchrun and SIGKILL rank 1 once epoch 1 is saved; (torchrun's rc, its log)."""
+    base.mkdir()
+    log_file = open(base / "torchrun.log", "w")  # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen(_torchrun(launch, _run_args(base, 3)), env=_env(base, cache), stdout=log_file,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + TIMEOUT
         killed = False
         while time.monotonic() < deadline and proc.poll() is None:
-            runs = list((cut / "runs" / "phe_classify").glob("*/checkpoints/last.pt"))
-            if runs and (cut / "pid-0-1").is_file():
+            runs = list((base / "runs" / "phe_classify").glob("*/checkpoints/last.pt"))
+            if runs and (base / "pid-0-1").is_file():
                 hist = runs[0].parents[1] / "history.csv"
                 if hist.is_file() and len(pd.read_csv(hist)) == 1:   # epoch 1 saved: epoch 2 is running
-                    os.kill(int((cut / "pid-0-1").read_text()), signal.SIGKILL)
+                    os.kill(int((base / "pid-0-1").read_text()), signal.SIGKILL)
                     killed = True
                     break
             time.sleep(0.01)
@@ -239,19 +232,50 @@ def test_worker_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_pa
     finally:
         proc.kill()
         log_file.close()
-    out = (cut / "torchrun.log").read_text()
+    out = (base / "torchrun.log").read_text()
     assert killed, "the run ended before epoch 2 could be interrupted"
-    assert proc.returncode == 0, out[-5000:]
-    rd = _one_run(cut)
-    assert (cut / "pid-1-1").is_file()                  # the workers were restarted once
-    assert "resuming" in (rd / "run.log").read_text()
-    a, b = pd.read_csv(_one_run(whole) / "history.csv"), pd.read_csv(rd / "history.csv")
+    return proc.returncode, out
+
+
+def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
+    a, b = pd.read_csv(a_dir / "history.csv"), pd.read_csv(b_dir / "history.csv")
     cols = [c for c in a.columns if c != "time_s"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
-    ma, mb = (json.loads((_one_run(d) / "metrics.json").read_text()) for d in (whole, cut))
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a_dir, b_dir))
     for m in (ma, mb):
         m.pop("train_time_s")
     assert ma == mb
+
+
+def test_worker_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path, cache) -> None:
+    """SIGKILL rank 1 during epoch 2 of 3. Under ``--max-restarts=1`` torchrun restarts both workers and the run
+    resumes from last.pt (with every random stream); without restarts the run fails and ``--resume <run>`` under
+    torchrun continues it. Both end where an uninterrupted run ends, exactly."""
+    launch = ["--standalone", "--nproc_per_node=2"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    _check(subprocess.run(_torchrun(launch, _run_args(whole, 3)), env=_env(whole, cache), capture_output=True,
+                          text=True, timeout=TIMEOUT))
+    rc, out = _kill_rank1_in_epoch_2(tmp_path / "cut", [*launch, "--max-restarts=1"], cache)
+    assert rc == 0, out[-5000:]
+    rd = _one_run(tmp_path / "cut")
+    assert (tmp_path / "cut" / "pid-1-1").is_file()      # the workers were restarted once
+    assert "resuming" in (rd / "run.log").read_text()
+    _assert_same_run(_one_run(whole), rd)
+
+    stop = tmp_path / "stop"
+    rc, out = _kill_rank1_in_epoch_2(stop, launch, cache)
+    assert rc != 0, out[-5000:]                          # no restarts: the launch fails
+    rd = _one_run(stop)
+    assert not (rd / "metrics.json").exists()
+    (stop / "writes-0-1.json").unlink(missing_ok=True)
+    with open(stop / "resume.log", "w") as log_file:
+        rc = subprocess.call(_torchrun(launch, ["run", "phe_classify", "--resume", str(rd)]), env=_env(stop, cache),
+                             stdout=log_file, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    assert rc == 0, (stop / "resume.log").read_text()[-5000:]
+    assert _one_run(stop) == rd and "resuming" in (rd / "run.log").read_text()
+    assert json.loads((stop / "writes-0-1.json").read_text()) == []   # the resumed rank 1 wrote nothing
+    _assert_same_run(_one_run(whole), rd)
 
 
 def test_phe_detect_refuses_torchrun_and_names_ultralytics_ddp(tmp_path, cache) -> None:

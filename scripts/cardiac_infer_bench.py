@@ -8,8 +8,9 @@ Writes a SYNTHETIC 512x512x300 chest CT (0.4 x 0.4 x 0.5 mm, int16) with
 cardiac_seg`` on it in another child under ``/usr/bin/time -v``: both branches' sliding windows
 (class-1/2 at 1 mm, calcium at native spacing), the gate, the inverse transforms and the fused
 NIfTI. Prints and writes ``bench.json`` with the wall time and peak RSS (goal: under 8 GB).
-The run's networks are what they are (the demo's are feature_size 12); the paper profile
-(feature_size 48) costs more time per window, not more output memory.
+The run's networks are what they are (the demo's are BasicUNets; the README's figure is a SwinUNETR
+feature_size 12 run with 64^3 windows); the paper profile (feature_size 48) costs more time per window, not
+more output memory.
 """
 
 from __future__ import annotations

@@ -97,3 +97,27 @@ def test_basic_unet_3d_widths_and_shape():
     with torch.no_grad():
         assert net(torch.zeros(1, 1, 32, 48, 32)).shape == (1, 3, 32, 48, 32)
     assert net.conv_0.conv_0.conv.out_channels == 8 and net.down_4.convs.conv_0.conv.out_channels == 64
+
+
+def test_swinunetr_fused_attention_at_inference_matches_the_plain_path():
+    """The registered SwinUNETR takes MONAI's scaled-dot-product attention where MONAI has it (1.6.1+): same
+    state dict, logits within float tolerance of the plain attention, and training (grad on) is untouched."""
+    import inspect
+
+    from monai.networks.nets import SwinUNETR
+
+    from medtasks.registry import MODELS
+
+    if "use_flash_attention" not in inspect.signature(SwinUNETR).parameters:
+        pytest.skip("this MONAI has no use_flash_attention (1.6.1+)")
+    torch.manual_seed(0)
+    fused = MODELS.get("swinunetr")(in_channels=1, out_channels=2, feature_size=12).eval()
+    assert all(m.use_flash_attention for m in fused.modules() if hasattr(m, "use_flash_attention"))
+    plain = SwinUNETR(in_channels=1, out_channels=2, feature_size=12, spatial_dims=3).eval()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.rand(1, 1, 64, 32, 32)
+    with torch.inference_mode():
+        diff = (fused(x) - plain(x)).abs().max().item()
+    assert diff < 1e-4                           # another kernel, within float tolerance
+    with torch.enable_grad():
+        assert torch.equal(fused(x), plain(x))   # grad on: the plain path in both

@@ -1,4 +1,4 @@
-"""Python API behind the CLI: run / prepare / predict / report / bench / list_tasks.
+"""Python API behind the CLI: run / prepare / predict / report / reproduce / bench / list_tasks.
 
 Example:
     >>> from medtasks import api
@@ -101,9 +101,10 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
 
 def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: str | Path | None,
          overrides: Sequence[str], runs_dir: str | Path, resume: str | Path | None,
-         progress: bool, protocol: str | None = None) -> tuple[RunDir, dict[str, Any]]:
+         progress: bool, protocol: str | None = None, record: RunDir | None = None) -> tuple[RunDir, dict[str, Any]]:
     """One run; under torchrun every rank comes here: rank 0 sets the run up and broadcasts it (run directory,
-    split manifest, config), every rank trains, rank 0 alone evaluates and reports (the others return ``{}``)."""
+    split manifest, config), every rank trains, rank 0 alone evaluates and reports (the others return ``{}``).
+    ``record``: a finished run to reproduce (its resolved config and split manifest, unchanged)."""
     from medtasks.engine import distributed
     from medtasks.engine.runtime import seed_everything, set_threads
     from medtasks.io.atomic import writes_disabled
@@ -111,7 +112,11 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
 
     cls = get_task_class(task_name)
     cfg = None
-    if resume is None:
+    if record is not None:
+        cfg_path, overlays = record / "config.resolved.yaml", []
+        cfg = _recorded_config(cls, record)
+        device_name = cfg.train.device
+    elif resume is None:
         demo = manifest is None
         cfg_path = Path(config) if config else default_config(task_name, demo=demo)
         overlays = protocol_overlay(task_name, protocol)
@@ -141,12 +146,13 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
             df = distributed.broadcast_object(task.load_manifest(rd / "manifest.csv") if main else None)
             warnings: list[str] = []
         else:
-            if manifest is not None:
-                cfg.data.manifest = str(manifest)
-            cfg.data.synthetic = cfg.data.manifest is None
+            if record is None:
+                if manifest is not None:
+                    cfg.data.manifest = str(manifest)
+                cfg.data.synthetic = cfg.data.manifest is None
             set_threads(cfg.train.threads)
             seed_everything(cfg.seed)
-            setup = _setup_run(run_log, cls(cfg), cfg_path, overlays, runs_dir) if main else None
+            setup = _setup_run(run_log, cls(cfg), cfg_path, overlays, runs_dir, record) if main else None
             path, cfg, df, warnings = distributed.broadcast_object(setup)
             rd, task = RunDir(Path(path)), cls(cfg)
         if main:
@@ -165,15 +171,18 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
     return rd, metrics
 
 
-def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path], runs_dir: str | Path
-               ) -> tuple[str, Any, Any, list[str]]:
-    """Rank 0's part of a new run: data (synthetic or the manifest), the run directory, its config, env,
-    split manifest and rejected list; returns what every rank needs (path, config, split frame, warnings)."""
+def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path], runs_dir: str | Path,
+               record: RunDir | None = None) -> tuple[str, Any, Any, list[str]]:
+    """Rank 0's part of a new run: data (synthetic or the manifest; a reproduced run's own split manifest), the
+    run directory, its config, env, split manifest and rejected list; returns what every rank needs (path,
+    config, split frame, warnings)."""
     from medtasks.engine import distributed
     from medtasks.engine.runtime import select_device
 
     cfg = task.cfg
-    if cfg.data.synthetic:
+    if record is not None:
+        manifest_path, rejected = _recorded_inputs(task, record), Rejected.read(record / "rejected.csv")
+    elif cfg.data.synthetic:
         log.info("no manifest given: using the embedded SYNTHETIC default (%s)", cfg_path.name)
         prep = task.synthesize(cache_dir())
         manifest_path, rejected = prep.manifest, Rejected.read(prep.rejected)
@@ -181,6 +190,8 @@ def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path]
         manifest_path = Path(cfg.data.manifest)
         rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
     profile = "-".join([cfg_path.name.removesuffix(".yaml")] + [o.name.split(".")[1] for o in overlays])
+    if record is not None:
+        profile = "reproduce"
     rd = RunDir.create(runs_dir, task.name, profile.replace(".", "-"))
     run_log.open(rd / "run.log")
     rd.write_config(resolved_dict(task))
@@ -197,6 +208,78 @@ def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path]
     task.write_manifest(rd, df)
     write_rejected(rd / "rejected.csv", rejected)
     return str(rd.path), cfg, df, warnings
+
+
+def _recorded_config(cls: type[Task], record: RunDir) -> Any:
+    """The config a run recorded (``config.resolved.yaml``), as this version reads it; a key this version no
+    longer knows is a clear error naming the run."""
+    from medtasks.config import ConfigError
+
+    raw = record.read_config()
+    try:
+        return from_dict(cls.Config, {k: v for k, v in raw.items() if k not in ("kind", "labels")})
+    except ConfigError as exc:
+        raise ConfigError(f"{record / 'config.resolved.yaml'} cannot be read by this medtasks version: {exc}; "
+                          f"reproduce it with the version that made it (env.json: packages.medtasks)") from None
+
+
+def _recorded_inputs(task: Task, record: RunDir) -> Path:
+    """The run's own ``manifest.csv`` (its rows and splits), after checking that its input files are still there.
+    A synthetic run whose cache was cleared gets its files generated again (the synthesis is seeded: the same
+    files); a real-data run whose files moved is an error naming the first missing file."""
+    path = record / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {record.path} has no split manifest to reproduce from")
+    col = task.input_column
+
+    def missing() -> list[str]:
+        df = task.load_manifest(path)
+        return [p for p in df[col].astype(str) if p and not Path(p).exists()] if col in df.columns else []
+
+    gone = missing()
+    if gone and task.cfg.data.synthetic:
+        log.info("%d of the run's SYNTHETIC inputs are gone (cache cleared?): generating them again", len(gone))
+        task.synthesize(cache_dir())
+        gone = missing()
+    if gone:
+        raise FileNotFoundError(f"{len(gone)} input file(s) of {path} are missing, e.g. {gone[0]}: put the data "
+                                f"back at the recorded paths (or set data.root / MEDTASKS_DATA_ROOT where the "
+                                f"manifest's paths are relative)")
+    return path
+
+
+def reproduce(run_dir: str | Path, runs_dir: str | Path | None = None, tolerance: float | None = None,
+              progress: bool = True) -> tuple[RunDir, dict[str, Any]]:
+    """Re-run a finished run from its record into a new run directory (beside it unless ``runs_dir``) and compare
+    the two ``metrics.json`` (see :mod:`medtasks.reproduce`); ``reproduce.json`` in the new run holds the
+    comparison, which is returned with the new run directory."""
+    from medtasks.engine.runtime import select_device
+    from medtasks.io.atomic import write_json_atomic
+    from medtasks.reproduce import compare_metrics, default_tolerance, environment_differences
+    from medtasks.rundir import environment
+
+    orig = RunDir.open(run_dir)
+    if not (orig / "metrics.json").is_file():
+        raise FileNotFoundError(f"{orig / 'metrics.json'} not found: {orig.path} did not finish; nothing to compare")
+    task_name = orig.read_config().get("task", "")
+    cls = get_task_class(task_name)
+    cfg = _recorded_config(cls, orig)
+    here = environment(cfg.seed, str(select_device(cfg.train.device)))
+    differences = environment_differences(orig.read_env(), here)
+    for line in differences:
+        log.warning("differs from the original run: %s", line)
+    tol = default_tolerance(differences, here["device"]) if tolerance is None else float(tolerance)
+    log.info("reproducing %s (%s); metrics must agree within %g", orig.path, task_name, tol)
+    with RunLog() as run_log:
+        rd, _ = _run(run_log, task_name, None, None, (), runs_dir or orig.path.parent.parent, None, progress,
+                     record=orig)
+    import json
+
+    a, b = (json.loads((r / "metrics.json").read_text(encoding="utf-8")) for r in (orig, rd))
+    result = compare_metrics(a, b, tol)
+    result.update(original=str(orig.path), environment_differences=differences)
+    write_json_atomic(rd / "reproduce.json", result)
+    return rd, result
 
 
 def _restarted_run(runs_dir: str | Path, task_name: str) -> str | None:

@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="re-render report.html from a run directory")
     rp.add_argument("run_dir")
 
+    rr = sub.add_parser("reproduce", help="re-run a finished run from its record (config, split manifest, seed) "
+                                          "into a new run directory and compare metrics.json; exit 1 if they differ")
+    rr.add_argument("run_dir")
+    rr.add_argument("--runs-dir", help="parent of the new run directory (default: the original's)")
+    rr.add_argument("--tolerance", type=float, default=None,
+                    help="largest absolute difference allowed per metric (default: 0 on the same machine and "
+                         "software for a CPU run, 0.01 elsewhere)")
+
     from medtasks.compare import add_compare_parser
 
     add_compare_parser(sub)
@@ -162,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predictions: {out / 'predictions.csv'}")
         elif args.command == "report":
             print(f"report: {api.report(args.run_dir)}")
+        elif args.command == "reproduce":
+            from medtasks.reproduce import format_result
+
+            rd, result = api.reproduce(args.run_dir, runs_dir=args.runs_dir, tolerance=args.tolerance)
+            for line in result["environment_differences"]:
+                print(f"differs: {line}")
+            print(format_result(result))
+            print(f"new run: {rd.path}  (comparison: {rd / 'reproduce.json'})")
+            return 0 if result["ok"] else 1
         elif args.command == "compare":
             from medtasks.compare import run_compare
 

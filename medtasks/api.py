@@ -329,6 +329,21 @@ def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: st
     return out_dir
 
 
+def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None = None, n_inputs: int = 8
+           ) -> tuple[Path, list[dict[str, Any]]]:
+    """Export a trained run's networks (``torchscript`` / ``onnx``) with their preprocessing contract, each
+    checked against torch on the run's own test inputs (see :mod:`medtasks.engine.export`); returns the folder and
+    the sidecars."""
+    from medtasks.engine.export import export_run
+
+    rd = RunDir.open(run_dir)
+    task = task_from_run(rd)
+    if task.name != task_name:
+        raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
+    out_dir = Path(out) if out else rd / "export" / fmt
+    return out_dir, export_run(task, rd, task.load_manifest(rd / "manifest.csv"), fmt, out_dir, n_inputs)
+
+
 def report(run_dir: str | Path) -> Path:
     """Re-render ``report.html`` from a run directory's files."""
     from medtasks.report import render_report

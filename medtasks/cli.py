@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="re-render report.html from a run directory")
     rp.add_argument("run_dir")
 
+    ex = sub.add_parser("export", help="the trained network as TorchScript or ONNX + a JSON preprocessing contract, "
+                                       "checked against torch on the run's own test inputs")
+    ex.add_argument("task")
+    ex.add_argument("--run", required=True, help="run directory")
+    ex.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    ex.add_argument("--out", help="output folder (default: <run>/export/<format>)")
+    ex.add_argument("--n-inputs", type=int, default=8, help="test rows the parity check runs on (default 8)")
+
     rr = sub.add_parser("reproduce", help="re-run a finished run from its record (config, split manifest, seed) "
                                           "into a new run directory and compare metrics.json; exit 1 if they differ")
     rr.add_argument("run_dir")
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from medtasks import api
     from medtasks.config import ConfigError
+    from medtasks.engine.export import ExportError
     from medtasks.registry import UnknownNameError
 
     try:
@@ -170,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predictions: {out / 'predictions.csv'}")
         elif args.command == "report":
             print(f"report: {api.report(args.run_dir)}")
+        elif args.command == "export":
+            from medtasks.engine.export import describe
+
+            out, sidecars = api.export(args.task, args.run, args.format, args.out, n_inputs=args.n_inputs)
+            print(describe(sidecars, out))
         elif args.command == "reproduce":
             from medtasks.reproduce import format_result
 
@@ -191,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         cache_epochs_n=args.cache_epochs)
             for k, v in res.items():
                 print(f"{k}: {v}")
-    except (UnknownNameError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (UnknownNameError, ConfigError, FileNotFoundError, ValueError, ExportError) as exc:
         print(f"medtasks {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

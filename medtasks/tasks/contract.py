@@ -118,6 +118,11 @@ class Task(ABC):
     def write_predict_outputs(self, frame: pd.DataFrame, out_dir: Path) -> None:
         """Task-specific prediction files beside ``predictions.csv`` (default: none)."""
 
+    def export_networks(self, run: RunDir, df: pd.DataFrame, n_inputs: int) -> list[Any]:
+        """The trained networks for ``medtasks export`` (:class:`medtasks.engine.export.ExportedNetwork`: module,
+        example inputs from ``n_inputs`` rows of the run's evaluation split, contract); a kind base implements it."""
+        raise ValueError(f"medtasks export does not cover {self.name} yet (kind {self.kind})")
+
     # ---- manifest and splits ------------------------------------------------------------------
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
         """The manifest with ``required_columns`` checked (``ManifestError`` naming the file otherwise)."""

@@ -159,6 +159,20 @@ class IchClassify(ClassificationTask):
     def sampling_labels(self) -> tuple[str, ...]:
         return LABELS[:-1]  # the five subtypes; "any" follows from them
 
+    def export_contract(self, run) -> dict[str, Any]:
+        out = super().export_contract(run)
+        out["position_input"] = ("z: the slice's position in its series, (Z - min Z) / (max Z - min Z) over the "
+                                 "series' ImagePositionPatient z, 0.5 for a one-slice series; float32 (batch,)")
+        out["preprocessing"]["recipe"] = (
+            "HU = stored * RescaleSlope + RescaleIntercept; resize each slice to input.size (area); per window "
+            "(level, width) in input.windows: clip((HU - level + width / 2) / width, 0, 1); channels window-major "
+            "(channel i * k + j = window i of slice j, k = 2 * input.context + 1 neighbouring slices in position "
+            "order); then (x - fitted.norm_mean[c]) / fitted.norm_std[c] when fitted")
+        if (run / "sequence").is_dir():
+            out["not_in_the_file"].append("the stage-2 sequence head (sequence/): medtasks refines each slice's "
+                                          "logits from its series after this network; the file gives stage 1")
+        return out
+
     def mixup_alpha(self) -> float:
         return float(self.cfg.loss.mixup_alpha)
 

@@ -267,6 +267,17 @@ class ClassificationTask(NetworkTask):
                 "weighted_log_loss": rsna_weighted_log_loss(y, probs, self.class_weights() or [1.0] * len(self.labels)),
                 "reliability": reliability_bins(y, probs, n_bins=bins)}
 
+    def export_contract(self, run: RunDir) -> dict[str, Any]:
+        out = super().export_contract(run)
+        e = self.cfg.eval
+        not_in = [f"test-time augmentation ({e.tta_views} views, {e.tta_average} of probabilities): medtasks' "
+                  "evaluate and predict apply it around the network"] if e.tta else []
+        out.update(output={"logits": f"(batch, {len(self.labels)}): one logit per label, in `labels` order",
+                           "probability": "sigmoid(logits / temperature)",
+                           "predicted": "probability >= thresholds[label]"},
+                   temperature=self.temperature(), thresholds=self.thresholds(), not_in_the_file=not_in)
+        return out
+
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir=None) -> pd.DataFrame:
         """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_* (``out_dir``: unused here)."""
         model = self.load_model(run, "best")

@@ -44,6 +44,35 @@ class NetworkTask(Task):
         """A MONAI DataLoader over ``records(df)`` with the split's transforms and the configured cache."""
         return self.make_loader(self.records(df), self.build_transforms(split), shuffle, batch_size)
 
+    # ---- export (medtasks export) -------------------------------------------------------------
+    def export_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the run's evaluation split that the network sees one by one (default: those rows)."""
+        return self.eval_rows(df)
+
+    def export_contract(self, run: Any) -> dict[str, Any]:
+        """What a user of the exported file must do before and after it (the sidecar's body); a kind adds what
+        its output means."""
+        from medtasks.config import to_dict
+
+        steps = [type(t).__name__ for t in self.build_transforms("predict").transforms]
+        return {"preprocessing": {"medtasks_transforms": steps, "input": to_dict(self.cfg.input),
+                                  "fitted": {k: v for k, v in self.state.items()
+                                             if k not in ("temperature", "thresholds")}}}
+
+    def export_networks(self, run: Any, df: pd.DataFrame, n_inputs: int) -> list[Any]:
+        """The best checkpoint's network with a batch of the evaluation split's rows, preprocessed as
+        ``evaluate`` does, as its example inputs."""
+        from medtasks.engine.export import ExportedNetwork, batch_inputs
+
+        rows = self.export_rows(df).head(n_inputs).reset_index(drop=True)
+        loader = self.loader(rows, self.cfg.eval.split, False, max(1, len(rows)))
+        prepare = self.prepare_batch()
+        inputs = batch_inputs(next(iter(loader)), prepare)
+        extra = getattr(prepare, "extra_keys", ()) or ()
+        extra = (extra,) if isinstance(extra, str) else tuple(extra)
+        model = self.load_model(run, "best").cpu().eval()
+        return [ExportedNetwork("model", model, inputs, ("image", *extra), contract=self.export_contract(run))]
+
     def split_train_val(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The ``train`` and ``val`` rows; a clear error when either is empty."""
         train_df, val_df = df[df.split == "train"], df[df.split == "val"]

@@ -137,6 +137,14 @@ class SegmentationTask(NetworkTask):
     def load_model(self, run: RunDir, which: str = "best") -> torch.nn.Module:
         return self.restore(self.build_model(), run / "checkpoints" / f"{which}.pt")
 
+    def export_contract(self, run: RunDir) -> dict[str, Any]:
+        out = super().export_contract(run)
+        out.update(output={"logits": "(batch, 1, H, W) at the network's input size",
+                           "probability": "sigmoid(logits[:, 0]), resized (bilinear) to the slice's native size",
+                           "mask": f"probability >= {self.cfg.eval.threshold} (eval.threshold)"},
+                   threshold=float(self.cfg.eval.threshold), not_in_the_file=[])
+        return out
+
     # ---- inference ----------------------------------------------------------------------------
     def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume,
                      progress: bool = False) -> None:

@@ -124,6 +124,10 @@ class MsSegment(SegmentationTask):
     def eval_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         return df.reset_index(drop=True) if self.slice_level() else super().eval_rows(df)
 
+    def export_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The network sees axial slices: those of the evaluation volumes."""
+        return self.slice_frame(self.eval_rows(df))
+
     def eval_slices(self, row: dict[str, Any], split: str) -> list[int]:
         """The slice indices of one volume row that ``split`` scores (all of them unless split by slice)."""
         ks = self.slice_frame(pd.DataFrame([row]))

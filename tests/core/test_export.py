@@ -95,3 +95,23 @@ def test_export_refuses_another_task_and_an_unknown_format(runs, tmp_path) -> No
         api.export("ich_classify", runs["phe_segment"].path, "onnx", tmp_path)
     with pytest.raises(ValueError, match="--format 'tflite'"):
         api.export("phe_segment", runs["phe_segment"].path, "tflite", tmp_path)
+
+
+def test_cardiac_exports_one_file_per_stage(tmp_path, monkeypatch) -> None:
+    """cardiac_seg: class12, class3 and the gate, each with its window shape, sliding-window and fusion rule."""
+    monkeypatch.setenv("MEDTASKS_CACHE", str(tmp_path / "cache"))
+    rd, _ = api.run("cardiac_seg", overrides=TINY["cardiac_seg"], runs_dir=tmp_path / "runs", progress=False)
+    out, sides = api.export("cardiac_seg", rd.path, "torchscript", tmp_path / "ts")
+    by = {s["stage"]: s for s in sides}
+    assert set(by) == {"class12", "class3", "gate"} and all((out / f"{k}.ts").is_file() for k in by)
+    task = api.task_from_run(rd)
+    p = task.cfg.class12.patch
+    assert by["class12"]["inputs"][0]["shape"] == ["batch", 1, p, p, p]
+    assert by["class12"]["sliding_window"] == {"roi_size": [p] * 3, "overlap": task.cfg.infer.overlap,
+                                               "mode": task.cfg.infer.mode}
+    assert by["gate"]["inputs"][0]["shape"] == ["batch", 1] + [task.cfg.gate_model.size] * 3
+    assert all(s["parity"]["max_abs_diff"] <= 1e-4 for s in sides)
+    module = torch.jit.load(str(out / "class3.ts"))
+    x = torch.rand(1, 1, *[task.cfg.class3.patch] * 3)
+    with torch.no_grad():
+        assert torch.allclose(module(x), task.load_stage_model(rd, "class3")(x), atol=1e-4)

@@ -235,6 +235,47 @@ class CardiacSeg(Task):
                  warnings: list[str] | None = None) -> dict[str, Any]:
         return evaluate_cardiac(self, run, df, fit_result, warnings)
 
+    def export_networks(self, run: RunDir, df: pd.DataFrame, n_inputs: int) -> list[Any]:
+        """One file per trained stage (``class12``, ``class3``, ``gate``). Example inputs: windows of the first
+        evaluation volume, preprocessed as predict does (the segmenters see ``patch^3`` windows of a sliding-window
+        pass; the gate its whole resized volume)."""
+        from monai.transforms import SpatialPad
+
+        from medtasks.config import to_dict
+        from medtasks.engine.export import ExportedNetwork
+
+        image = self.eval_rows(df)["image"].iloc[0]
+        nets = []
+        for stage in [s for s in ("class12", "class3", "gate") if (run / s / "checkpoints" / "best.pt").is_file()]:
+            x = self.stage_transforms(stage, "predict")({"image": image})["image"]
+            x = torch.as_tensor(x.as_tensor() if hasattr(x, "as_tensor") else x, dtype=torch.float32)
+            c, i = self.stage_config(stage), self.cfg.infer
+            contract: dict[str, Any] = {"stage": stage, "preprocessing": {
+                "medtasks_transforms": [type(t).__name__ for t in self.stage_transforms(stage, "predict").transforms],
+                "input": to_dict(self.cfg.input), "orientation": "RAS"}}
+            if stage == "gate":
+                inputs = (x[None],)
+                contract.update(output={"logits": "(batch, 2)", "probability": "softmax(logits)[:, 1] = P(calcium)"},
+                                classifier_threshold=i.classifier_threshold)
+            else:
+                p = c.patch
+                x = SpatialPad((p, p, p))(x)
+                starts = [(s - p) // 2 for s in x.shape[1:]]
+                window = x[:, starts[0]:starts[0] + p, starts[1]:starts[1] + p, starts[2]:starts[2] + p]
+                inputs = (window[None].repeat(max(1, min(n_inputs, 2)), 1, 1, 1, 1),)
+                classes = "0 background, 1 myocardium, 2 aortic valve" if stage == "class12" else "0 rest, 1 calcium"
+                contract.update(output={"logits": f"(batch, {3 if stage == 'class12' else 2}, {p}, {p}, {p})",
+                                        "labels": f"argmax over channels: {classes}"},
+                                sliding_window={"roi_size": [p] * 3, "overlap": i.overlap, "mode": i.mode},
+                                spacing_mm=list(self.cfg.input.spacing) if stage == "class12" else "native",
+                                fusion=("start from class12's labels; where class3 predicts calcium, write 3, if the "
+                                        f"gate ({i.gate}) is open (min_calcium_voxels={i.min_calcium_voxels}, "
+                                        f"classifier_threshold={i.classifier_threshold}); then undo the resampling "
+                                        "and reorientation"))
+            model = self.load_stage_model(run, stage).cpu().eval()
+            nets.append(ExportedNetwork(stage, model, inputs, ("image",), contract=contract))
+        return nets
+
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
         source = Path(source)
         if not source.exists():

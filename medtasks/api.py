@@ -334,14 +334,12 @@ def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None
     """Export a trained run's networks (``torchscript`` / ``onnx``) with their preprocessing contract, each
     checked against torch on the run's own test inputs (see :mod:`medtasks.engine.export`); returns the folder and
     the sidecars."""
-    from medtasks.engine.export import export_run
-
     rd = RunDir.open(run_dir)
     task = task_from_run(rd)
     if task.name != task_name:
         raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
     out_dir = Path(out) if out else rd / "export" / fmt
-    return out_dir, export_run(task, rd, task.load_manifest(rd / "manifest.csv"), fmt, out_dir, n_inputs)
+    return out_dir, task.export(rd, task.load_manifest(rd / "manifest.csv"), fmt, out_dir, n_inputs)
 
 
 def report(run_dir: str | Path) -> Path:

@@ -118,6 +118,13 @@ class Task(ABC):
     def write_predict_outputs(self, frame: pd.DataFrame, out_dir: Path) -> None:
         """Task-specific prediction files beside ``predictions.csv`` (default: none)."""
 
+    def export(self, run: RunDir, df: pd.DataFrame, fmt: str, out: Path, n_inputs: int) -> list[dict[str, Any]]:
+        """``medtasks export``: the files and their sidecars (default: :meth:`export_networks` through
+        :func:`medtasks.engine.export.export_run`)."""
+        from medtasks.engine.export import export_run
+
+        return export_run(self, run, df, fmt, out, n_inputs)
+
     def export_networks(self, run: RunDir, df: pd.DataFrame, n_inputs: int) -> list[Any]:
         """The trained networks for ``medtasks export`` (:class:`medtasks.engine.export.ExportedNetwork`: module,
         example inputs from ``n_inputs`` rows of the run's evaluation split, contract); a kind base implements it."""

@@ -115,3 +115,26 @@ def test_cardiac_exports_one_file_per_stage(tmp_path, monkeypatch) -> None:
     x = torch.rand(1, 1, *[task.cfg.class3.patch] * 3)
     with torch.no_grad():
         assert torch.allclose(module(x), task.load_stage_model(rd, "class3")(x), atol=1e-4)
+
+
+def test_phe_detect_exports_onnx_through_ultralytics(tmp_path, monkeypatch) -> None:
+    """ultralytics' exporter writes the file; onnxruntime gives torch's raw output on the run's test slices."""
+    monkeypatch.setenv("MEDTASKS_CACHE", str(tmp_path / "cache"))
+    rd, _ = api.run("phe_detect", overrides=TINY["phe_detect"], runs_dir=tmp_path / "runs", progress=False)
+    with pytest.raises(ValueError, match="use --format onnx"):
+        api.export("phe_detect", rd.path, "torchscript", tmp_path / "ts")
+    out, (side,) = api.export("phe_detect", rd.path, "onnx", tmp_path / "onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]   # no staging left behind
+    task = api.task_from_run(rd)
+    imgsz = task.cfg.detect.imgsz
+    assert side["inputs"][0]["shape"] == [1, 3, imgsz, imgsz] and side["labels"] == list(task.labels)
+    assert side["parity"]["scores"] <= 1e-4 and side["parity"]["boxes_px"] <= 1e-4 * imgsz
+    from medtasks.engine.yolo_export import letterbox_batch
+
+    df = task.load_manifest(rd / "manifest.csv")
+    x = letterbox_batch(list(task.eval_rows(df)["image"].head(2)), imgsz)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(out / "model.onnx")).run(None, {side["inputs"][0]["name"]: x[:1].numpy()})[0]
+    assert got.shape[:2] == (1, 4 + len(task.labels))
+    assert np.all((got[0, 4:] >= 0) & (got[0, 4:] <= 1))              # per-label scores, before NMS

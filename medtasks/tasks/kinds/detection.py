@@ -148,6 +148,41 @@ class DetectionTask(Task):
         write_json_atomic(run / "metrics.json", metrics)
         return metrics
 
+    # ---- export -------------------------------------------------------------------------------
+    def export(self, run: RunDir, df: pd.DataFrame, fmt: str, out: Path, n_inputs: int) -> list[dict[str, Any]]:
+        """ONNX through ultralytics' own exporter, checked in onnxruntime against torch on the run's test images."""
+        from medtasks.engine.export import TOLERANCE, ExportError
+        from medtasks.engine.yolo_export import export_yolo_onnx
+
+        if fmt != "onnx":
+            raise ValueError(f"{self.name} exports through ultralytics' exporter: use --format onnx")
+        c, e = self.cfg.detect, self.cfg.eval
+        rows = self.eval_rows(df).head(max(1, n_inputs))
+        res = export_yolo_onnx(run / "checkpoints" / "best.pt", out, c.imgsz, list(rows["image"]))
+        box_tol = TOLERANCE * c.imgsz
+        if not (res["max_abs_diff_scores"] <= TOLERANCE and res["max_abs_diff_boxes_px"] <= box_tol):
+            (out / res["file"]).unlink(missing_ok=True)
+            raise ExportError(f"{res['file']}: max |diff| against torch on {res['n_inputs']} test images: scores "
+                              f"{res['max_abs_diff_scores']:.3g} (limit {TOLERANCE:g}), boxes "
+                              f"{res['max_abs_diff_boxes_px']:.3g} px (limit {box_tol:g}); the file was removed")
+        sidecar = {"file": res["file"], "format": "onnx", "exporter": res["exporter"], "task": self.name,
+                   "kind": self.kind, "labels": list(self.labels), "synthetic": bool(self.cfg.data.synthetic),
+                   "run": str(Path(run.path).resolve()), "inputs": [res["input"]], "outputs": ["output0"],
+                   "parity": {"max_abs_diff": res["max_abs_diff"], "scores": res["max_abs_diff_scores"],
+                              "boxes_px": res["max_abs_diff_boxes_px"], "n_inputs": res["n_inputs"],
+                              "tolerance": TOLERANCE, "tolerance_boxes_px": box_tol,
+                              "checked_with": "onnxruntime (CPU)"},
+                   "preprocessing": {"recipe": f"the slice PNG as RGB, scaled to fit {c.imgsz} px and padded "
+                                               "with grey 114 centred (letterbox), CHW, / 255"},
+                   "output": {"output0": f"(1, 4 + {len(self.labels)}, anchors): box centre x, y, width, height "
+                                         "in input pixels, then one score per label; before NMS"},
+                   "postprocess": f"keep score >= {e.conf}, class-wise NMS at IoU {e.iou}, undo the letterbox",
+                   "not_in_the_file": ["NMS and the letterbox undo (ultralytics' predictor does them)"]}
+        write_json_atomic(out / "model.json", sidecar)
+        log.info("exported %s: max |diff| against torch on %d test images: scores %.2g, boxes %.2g px",
+                 out / res["file"], res["n_inputs"], res["max_abs_diff_scores"], res["max_abs_diff_boxes_px"])
+        return [sidecar]
+
     # ---- predict ------------------------------------------------------------------------------
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None
                       ) -> pd.DataFrame:

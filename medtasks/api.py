@@ -342,6 +342,19 @@ def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None
     return out_dir, task.export(rd, task.load_manifest(rd / "manifest.csv"), fmt, out_dir, n_inputs)
 
 
+def evaluate(task_name: str, run_dir: str | Path, manifest: str | Path, split: str | None = None,
+             out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """External evaluation of a trained run on another labelled manifest, into ``<run>/evaluate/<timestamp>/``
+    (see :mod:`medtasks.evaluate`); returns the folder and its metrics."""
+    from medtasks.evaluate import evaluate_run
+
+    rd = RunDir.open(run_dir)
+    task = task_from_run(rd)
+    if task.name != task_name:
+        raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
+    return evaluate_run(task, rd, manifest, split=split, out=out)
+
+
 def report(run_dir: str | Path) -> Path:
     """Re-render ``report.html`` from a run directory's files."""
     from medtasks.report import render_report

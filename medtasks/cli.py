@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="re-render report.html from a run directory")
     rp.add_argument("run_dir")
 
+    ev = sub.add_parser("evaluate", help="a trained run on another labelled manifest (external validation) -> "
+                                         "<run>/evaluate/<timestamp>/ with predictions, metrics (CIs) and report")
+    ev.add_argument("task")
+    ev.add_argument("--run", required=True, help="run directory")
+    ev.add_argument("--manifest", required=True, help="labelled manifest (the task's schema), e.g. another hospital's")
+    ev.add_argument("--split", help="only the rows of this split (default: every row)")
+    ev.add_argument("--out", help="output folder (default: <run>/evaluate/<timestamp>)")
+
     ex = sub.add_parser("export", help="the trained network as TorchScript or ONNX + a JSON preprocessing contract, "
                                        "checked against torch on the run's own test inputs")
     ex.add_argument("task")
@@ -179,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predictions: {out / 'predictions.csv'}")
         elif args.command == "report":
             print(f"report: {api.report(args.run_dir)}")
+        elif args.command == "evaluate":
+            from medtasks.report.text import run_summary
+
+            out, metrics = api.evaluate(args.task, args.run, args.manifest, split=args.split, out=args.out)
+            print(f"{run_summary(args.task, metrics)}\n\nexternal evaluation: {(out / 'report.html').resolve()}")
         elif args.command == "export":
             from medtasks.engine.export import describe
 

@@ -139,16 +139,20 @@ def choose_min_lesion_size(curve: Sequence[dict[str, Any]], key: str = "lesion_f
 
 
 def resolve_min_lesion_size(cfg: LesionPostprocessConfig, curve_fn: Callable[[Sequence[float]], list[dict]] | None,
-                            connectivity: int, split: str = "val") -> dict[str, Any]:
+                            connectivity: int, split: str = "val", chosen: float | None = None) -> dict[str, Any]:
     """The ``postprocess`` entry of metrics.json: the size used and, for ``auto``, how it was chosen.
 
     ``curve_fn(candidates)`` computes :func:`lesion_f1_curve` on the validation split (``None``: no validation
-    volumes, then ``auto`` falls back to 0 and says so in ``note``).
+    volumes; then ``auto`` keeps ``chosen``, the size the trained run chose on its own validation volumes, e.g.
+    in an external evaluation, or falls back to 0; ``note`` says which).
     """
     out: dict[str, Any] = {"mode": "auto" if cfg.min_lesion_mm3 == "auto" else "fixed",
                            "connectivity": int(connectivity)}
     if cfg.min_lesion_mm3 != "auto":
         return {**out, "min_lesion_mm3": float(cfg.min_lesion_mm3)}
+    if curve_fn is None and chosen is not None:
+        return {**out, "min_lesion_mm3": float(chosen),
+                "note": "no validation volumes here: the size the trained run chose on its own validation volumes"}
     if curve_fn is None:
         return {**out, "min_lesion_mm3": 0.0, "note": f"no {split} volumes to choose on: no size filter"}
     curve = curve_fn(cfg.candidates_mm3)

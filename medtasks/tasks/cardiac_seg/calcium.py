@@ -58,7 +58,8 @@ def choose_calcium_postprocess(task: CardiacSeg, models: dict[str, Any], df: pd.
 
         def curve_fn(candidates):
             return lesion_f1_curve(cases, candidates, e.connectivity, gate=gated)
-    info = resolve_min_lesion_size(pp, curve_fn, e.connectivity)
+    info = resolve_min_lesion_size(pp, curve_fn, e.connectivity,
+                                   chosen=task.state.get("postprocess", {}).get("min_lesion_mm3"))
     info.update(applies_to="calcium (class 3), before the gate", gate=gate)
     task.state["postprocess"] = {"min_lesion_mm3": info["min_lesion_mm3"]}
     return info

@@ -66,7 +66,8 @@ def choose_postprocess(task: MsSegment, model: Any, df: pd.DataFrame) -> dict[st
 
         def curve_fn(candidates):
             return lesion_f1_curve(cases, candidates, e.connectivity)
-    info = resolve_min_lesion_size(pp, curve_fn, e.connectivity)
+    info = resolve_min_lesion_size(pp, curve_fn, e.connectivity,
+                                   chosen=task.state.get("postprocess", {}).get("min_lesion_mm3"))
     if info["mode"] == "auto" and e.split == "val":
         info["note"] = "chosen and evaluated on the same split (eval.split=val): optimistic"
     task.state["postprocess"] = {"min_lesion_mm3": info["min_lesion_mm3"]}

@@ -13,9 +13,12 @@ threshold, so its figure is for up to ``box_detections_per_img`` (100) detection
 
 For ``ich_classify`` the pipeline is the task's own deterministic transform chain (DICOM -> stored
 pixels with the wrapped-pixel fix -> resize -> HU map, 3 windows and channel normalisation in one
-pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`) and the baseline is
-``pydicom.dcmread(path).pixel_array`` over the same files. Both run alternately,
-``repeats`` times, after one warm-up pass (page cache), and the best time of each is kept. With
+pass -> tensor, :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`), against two baselines over the
+same files: ``pydicom.dcmread(path).pixel_array`` (the bare decode: no transform can beat it by much) and
+the same steps in MONAI's own transforms (:func:`monai_ct_chain`: ``LoadImaged`` with the pydicom reader
+(HU) -> ``Resized`` -> one ``ScaleIntensityRanged`` per window -> ``ConcatItemsd`` -> ``NormalizeIntensityd``),
+what the fused transform replaces and the reason it exists. All three run alternately, ``repeats``
+times, after one warm-up pass (page cache), and the best time of each is kept. With
 ``cache_epochs_n`` it also times that many epochs of the training pipeline (augmentation included) with no
 cache and with ``data.cache=disk`` (MONAI ``PersistentDataset``: epoch 1 transforms and writes, later
 epochs read the cached tensors), :func:`cache_epochs`.
@@ -27,7 +30,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +42,65 @@ def _rate(fn: Callable[[str], Any], paths: Sequence[str]) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
-def compare_rates(pipeline: Callable[[str], Any], baseline: Callable[[str], Any], paths: Sequence[str],
+def compare_rates(pipeline: Callable[[str], Any], baselines: Mapping[str, Callable[[str], Any]], paths: Sequence[str],
                   repeats: int = 3) -> dict[str, Any]:
-    """Best-of-``repeats`` items/s of ``pipeline`` and ``baseline`` over ``paths`` and their ratio."""
+    """Best-of-``repeats`` items/s of ``pipeline`` and of each baseline over ``paths`` (timed in turn, each
+    repeat), and ``pipeline / baseline`` for each."""
     for p in paths[: min(20, len(paths))]:  # warm-up: file cache, lazy imports
-        baseline(p)
-        pipeline(p)
-    pipe, base = 0.0, 0.0
+        for fn in (*baselines.values(), pipeline):
+            fn(p)
+    pipe, base = 0.0, dict.fromkeys(baselines, 0.0)
     for _ in range(repeats):
-        base = max(base, _rate(baseline, paths))
+        for name, fn in baselines.items():
+            base[name] = max(base[name], _rate(fn, paths))
         pipe = max(pipe, _rate(pipeline, paths))
-    return {"files": len(paths), "baseline_per_s": round(base, 1), "pipeline_per_s": round(pipe, 1),
-            "ratio": round(pipe / base, 3)}
+    return {"files": len(paths), "pipeline_per_s": round(pipe, 1),
+            "baselines_per_s": {k: round(v, 1) for k, v in base.items()},
+            "ratios": {k: round(pipe / v, 3) for k, v in base.items()}}
+
+
+def monai_ct_chain(windows: Sequence[Sequence[float]], size: int | None, mean: Sequence[float],
+                   std: Sequence[float], key: str = "image") -> Any:
+    """DICOM path -> ``len(windows)`` normalised channels, step by step in MONAI's own transforms (the
+    baseline of ``bench ich_classify``).
+
+    ``LoadImaged`` (MONAI's ``PydicomReader``: HU through RescaleSlope/Intercept, rows and columns kept in
+    the file's order) -> ``Resized`` to ``size`` (``area``) -> a copy of the image per window, each through
+    ``ScaleIntensityRanged(level - width/2, level + width/2, 0, 1, clip=True)`` -> ``ConcatItemsd`` (window
+    order) -> ``NormalizeIntensityd(mean, std, channel_wise=True)`` -> plain float32 tensor. At the native size
+    it gives :class:`~medtasks.transforms.ct_load.LoadCTWindowsd`'s values (a test checks it); resized, the
+    two differ by the resampling (MONAI's ``area`` is adaptive average pooling, medtasks' a box reduction
+    then bilinear), and it has no RSNA wrapped-pixel fix.
+    """
+    import warnings
+
+    import numpy as np
+    import torch
+    from monai.data import PydicomReader
+    from monai.transforms import (
+        Compose,
+        ConcatItemsd,
+        CopyItemsd,
+        EnsureTyped,
+        LoadImaged,
+        NormalizeIntensityd,
+        Resized,
+        ScaleIntensityRanged,
+    )
+
+    names = [f"{key}_window{i}" for i in range(len(windows))]
+    with warnings.catch_warnings():  # LoadImage builds every reader it knows; one warns that nvImageCodec is absent
+        warnings.simplefilter("ignore", UserWarning)
+        steps: list[Any] = [LoadImaged(key, reader=PydicomReader(swap_ij=False), ensure_channel_first=True,
+                                       image_only=True, dtype=np.float32)]
+    if size is not None:
+        steps.append(Resized(key, (size, size), mode="area"))
+    steps.append(CopyItemsd(key, times=len(windows), names=names))
+    steps += [ScaleIntensityRanged(name, level - width / 2, level + width / 2, 0.0, 1.0, clip=True)
+              for name, (level, width) in zip(names, windows)]
+    steps += [ConcatItemsd(names, key), NormalizeIntensityd(key, subtrahend=mean, divisor=std, channel_wise=True),
+              EnsureTyped(key, data_type="tensor", dtype=torch.float32, track_meta=False)]
+    return Compose(steps)
 
 
 def model_fps(models: dict[str, Any], size: int = 256, batch: int = 4, frames: int = 16, repeats: int = 3,
@@ -179,7 +229,7 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
     from medtasks.config import load_config
     from medtasks.data.dicom_index import find_dicoms
 
-    torch.set_num_threads(1)  # both sides single-threaded: the comparison is per core
+    torch.set_num_threads(1)  # every side single-threaded: the comparison is per core
     cls = get_task_class(task_name)
     task = cls(load_config(None, cls.Config))
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,10 +242,14 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
         paths = find_dicoms(Path(input_path))[:n]
         if not paths:
             raise FileNotFoundError(f"{input_path}: no .dcm files")
-        task.state = {"norm_mean": [0.5] * 3, "norm_std": [0.25] * 3}
+        mean, std = [0.5] * 3, [0.25] * 3
+        task.state = {"norm_mean": mean, "norm_std": std}
         transform = task.build_transforms("test")
-        result = compare_rates(lambda p: transform({"image": p, "label": np.zeros(6, np.float32)}),
-                               lambda p: pydicom.dcmread(p).pixel_array, paths, repeats)
+        chain = monai_ct_chain(task.cfg.input.windows, task.cfg.input.size, mean, std)
+        label = np.zeros(6, np.float32)
+        result = compare_rates(lambda p: transform({"image": p, "label": label}),
+                               {"pydicom_decode": lambda p: pydicom.dcmread(p).pixel_array,
+                                "monai_chain": lambda p: chain({"image": p, "label": label})}, paths, repeats)
         if cache_epochs_n:  # the training pipeline (random augmentation included) over the same files, per epoch
             records = [{"image": p, "label": np.zeros(6, np.float32), "z": np.float32(0.5)} for p in paths]
             train_tf = task.build_transforms("train")
@@ -204,6 +258,9 @@ def bench(task_name: str, input_path: str | Path | None = None, n: int = 200, re
     result.update(task=task_name, size=task.cfg.input.size,
                   pipeline="DICOM -> stored pixels -> resize -> HU map folded into 3 windows + normalisation -> tensor "
                            "(LoadCTWindowsd)",
-                  baseline="pydicom.dcmread(path).pixel_array")
+                  baselines={"pydicom_decode": "pydicom.dcmread(path).pixel_array",
+                             "monai_chain": "LoadImaged (PydicomReader, HU) -> Resized (area) -> ScaleIntensityRanged "
+                                            "per window -> ConcatItemsd -> NormalizeIntensityd (monai_ct_chain)"},
+                  threads=torch.get_num_threads())
     log.info("bench %s: %s", task_name, result)
     return result

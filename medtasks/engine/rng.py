@@ -14,6 +14,11 @@ the one file rank 0 writes (ignite calls it on every rank) and each rank loads i
 with another number of processes cannot continue the streams; it says so and goes on.
 
 Everything is stored as tensors, lists and strings, so ``torch.load(weights_only=True)`` reads it.
+
+Checked end to end: a one-process run SIGKILLed during epoch 2 and continued with ``--resume``
+(``tests/engine/test_resume.py``; also the phe_classify demo profile, 3 epochs, killed after 2 of epoch 2's
+15 iterations: history.csv and metrics.json equal to the uninterrupted run's, seconds aside) and a DDP rank
+killed mid-epoch (``tests/engine/test_distributed.py``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Tasks never write a training loop; they hand :func:`fit` a network, loss, optimizer, loaders and
 an epoch-level score function. What the handlers do:
 
-- validation every epoch (MONAI ``ValidationHandler``), scored over the whole epoch
-  (:class:`~medtasks.engine.handlers.EpochCollector`), loss included as ``val_loss``;
+- validation every epoch (MONAI ``ValidationHandler``), scored over the whole epoch by ignite's
+  ``EpochMetric`` (:class:`~medtasks.engine.handlers.EpochScores`), loss included as ``val_loss``;
 - ``checkpoints/best.pt`` on the monitored metric and ``checkpoints/last.pt`` every epoch, both
   through ignite ``Checkpoint`` and written atomically; ``last.pt`` holds everything needed to
   resume (network, optimizer, scheduler, trainer state, early-stopping and best-score state);
@@ -40,7 +40,7 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
 
 from medtasks.engine import distributed
-from medtasks.engine.handlers import EpochCollector, FixedNameSaver, HistoryWriter, StreamingCollector
+from medtasks.engine.handlers import EpochScores, FixedNameSaver, HistoryWriter, StreamingCollector
 from medtasks.engine.rng import TrainingRng
 from medtasks.engine.runtime import amp_enabled, engine_network, seed_everything
 from medtasks.engine.tracking import Tracking, attach_tracking
@@ -224,7 +224,7 @@ def fit(spec: TrainingSpec) -> FitResult:
     evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=engine_net, amp=use_amp,
                                     decollate=False, **ev_kwargs)
     if spec.stream_score is None:
-        EpochCollector(epoch_score, sharded=val_sharded).attach(evaluator)
+        EpochScores(epoch_score, sharded=val_sharded).attach(evaluator, "val_scores")
     else:
         batch_fn, reduce_fn = spec.stream_score
 

@@ -11,6 +11,7 @@ Example:
     >>> res = train_yolo("data.yaml", "runs/x/yolo", epochs=1, imgsz=64, batch=4)  # doctest: +SKIP
     >>> m = validate_yolo(res.best_pt, "data.yaml", split="test", save_dir="runs/x/val")  # doctest: +SKIP
     >>> df = predict_yolo(res.best_pt, ["a.png"], imgsz=64)  # doctest: +SKIP
+    >>> ap = ultralytics_compute_ap()(np.array([0.5, 1.0]), np.array([1.0, 1.0]))[0]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -194,6 +195,15 @@ def ultralytics_env(config_dir: str | Path | None = None, *, progress: bool = Tr
         for k in set(os.environ) - set(env_before):
             del os.environ[k]
         os.environ.update({k: v for k, v in env_before.items() if os.environ.get(k) != v})
+
+
+def ultralytics_compute_ap() -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """ultralytics' own ``utils.metrics.compute_ap(recall, precision) -> (ap, envelope, recall)``, the AP of its
+    validator, imported inside :func:`ultralytics_env` (for :mod:`medtasks.metrics.detection`, which sits below
+    the engine and never imports ultralytics itself)."""
+    with ultralytics_env(progress=False):
+        from ultralytics.utils.metrics import compute_ap
+    return compute_ap
 
 
 def _ul_device(device: str) -> str:

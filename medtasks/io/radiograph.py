@@ -209,20 +209,28 @@ def _first(value: Any) -> Any:
 
 
 def _window(x: np.ndarray, ds: Dataset, path: str) -> np.ndarray:
-    """First WindowCenter/Width onto [0, 1] (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID)."""
+    """First WindowCenter/Width onto [0, 1]: pydicom's ``apply_windowing`` (PS3.3 C.11.2.1.2: LINEAR,
+    LINEAR_EXACT, SIGMOID).
+
+    pydicom maps the window onto the output range of the stored bits (after the rescale); it is given a
+    header of only the window and a 1-bit unsigned range (``0 .. 1``), so its output is already [0, 1]
+    and the file's own header is neither read for the range nor modified.
+    """
+    from pydicom.pixels import apply_windowing
+
     center, width = _float(_first(ds.get("WindowCenter")), np.nan), _float(_first(ds.get("WindowWidth")), np.nan)
-    func = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    if not np.isfinite(center) or not np.isfinite(width) or width <= 0 or (func == "LINEAR" and width < 1):
+    if not np.isfinite(center) or not np.isfinite(width):
         raise RadiographError(path, "unreadable", f"unusable window center/width {center}/{width}")
-    if func == "SIGMOID":
-        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
-    if func == "LINEAR":
-        center, width = center - 0.5, width - 1.0
-    elif func != "LINEAR_EXACT":
-        raise RadiographError(path, "unreadable", f"VOILUTFunction {func} is not supported")
-    if width == 0:  # LINEAR with width 1: a threshold
-        return (x > center).astype(np.float32)
-    return np.clip((x - center) / np.float32(width) + np.float32(0.5), 0.0, 1.0, dtype=np.float32)
+    window = Dataset()
+    window.PhotometricInterpretation, window.BitsStored, window.PixelRepresentation = "MONOCHROME2", 1, 0
+    window.WindowCenter, window.WindowWidth = center, width
+    window.VOILUTFunction = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    try:
+        with np.errstate(over="ignore"):  # SIGMOID far below the center: exp overflows to inf, the output to 0
+            return apply_windowing(x, window).astype(np.float32)
+    except ValueError as exc:  # width out of range for the function, or an unknown function
+        raise RadiographError(path, "unreadable", f"VOI window center/width {center}/{width}: {exc}; read the file "
+                                                  "without voi=True (the stored bit range)") from None
 
 
 @_lenient

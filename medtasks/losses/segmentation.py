@@ -3,49 +3,42 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceLoss
+from monai.losses import DiceCELoss
 from torch import nn
 
 from medtasks.registry import LOSSES
 
 
 @LOSSES.register("bce_dice")
-class BCEDiceLoss(nn.Module):
-    """``bce_weight * BCEWithLogits + dice_weight * soft Dice`` (MONAI ``DiceLoss(sigmoid=True)``).
+def bce_dice(bce_weight: float = 1.0, dice_weight: float = 1.0, batch_dice: bool = True,
+             pos_weight: float | None = None) -> DiceCELoss:
+    """``bce_weight * BCEWithLogits + dice_weight * soft Dice`` on one sigmoid channel: MONAI's ``DiceCELoss``.
+
+    ``DiceCELoss(sigmoid=True, lambda_ce=bce_weight, lambda_dice=dice_weight, batch=batch_dice)``: for a
+    one-channel input its CE term is ``BCEWithLogitsLoss`` and its Dice term ``DiceLoss(sigmoid=True)`` with
+    smoothing 1e-5 (the tests check both against the formulas by hand).
 
     ``batch_dice=True`` computes one Dice over the whole batch (sums before the ratio), so slices
     without a lesion do not each contribute a noisy 0/0 term: the usual choice for sparse lesions.
-    ``batch_dice=False`` is the per-image Dice (``DiceLoss(batch=False)``: one Dice per sample, then the
-    mean over the batch; an empty slice predicted empty scores 1 through the 1e-5 smoothing).
+    ``batch_dice=False`` is the per-image Dice (one Dice per sample, then the mean over the batch; an
+    empty slice predicted empty scores 1 through the 1e-5 smoothing).
     ``bce_weight=0.5, dice_weight=1, batch_dice=False`` is exactly the ``BCEDiceLoss`` of
     pytorch-nested-unet (``0.5 * BCE + 1 - mean_i dice_i``, smooth 1e-5), the code on the MS report's poster.
-    ``pos_weight`` up-weights lesion pixels in the BCE term.
+    ``pos_weight`` up-weights lesion pixels in the BCE term only: it is ``DiceCELoss``'s ``weight``, which is
+    the BCE's ``pos_weight`` and which MONAI's ``DiceLoss`` leaves out for a single channel (a test checks it).
 
     Example:
-        >>> loss = BCEDiceLoss()
+        >>> loss = bce_dice()
         >>> y = torch.zeros(2, 1, 8, 8); y[:, :, 2:5, 2:5] = 1
         >>> round(float(loss(40 * y - 20, y)), 4)  # confident and right everywhere
         0.0
     """
-
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, batch_dice: bool = True,
-                 pos_weight: float | None = None) -> None:
-        super().__init__()
-        if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
-            raise ValueError(f"loss weights must be >= 0 and not both 0, got bce {bce_weight} dice {dice_weight}")
-        self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)
-        pw = None if pos_weight is None else torch.tensor([float(pos_weight)])
-        self.bce = nn.BCEWithLogitsLoss(pos_weight=pw)
-        self.dice = DiceLoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.to(logits.dtype)
-        out = logits.new_zeros(())
-        if self.bce_weight:
-            out = out + self.bce_weight * self.bce(logits, target)
-        if self.dice_weight:
-            out = out + self.dice_weight * self.dice(logits, target)
-        return out
+    if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
+        raise ValueError(f"loss.bce_weight / loss.dice_weight must be >= 0 and not both 0, got bce {bce_weight} "
+                         f"dice {dice_weight}")
+    weight = None if pos_weight is None else torch.tensor([float(pos_weight)])
+    return DiceCELoss(sigmoid=True, batch=batch_dice, lambda_ce=float(bce_weight), lambda_dice=float(dice_weight),
+                      smooth_nr=1e-5, smooth_dr=1e-5, weight=weight)
 
 
 class MaskedDiceCELoss(nn.Module):
@@ -105,8 +98,6 @@ def dice_ce(lambda_dice: float = 1.0, lambda_ce: float = 1.0, ignore_classes: tu
     """Multi-class Dice + cross-entropy on logits ``(B, C, ...)`` against an index label ``(B, 1, ...)``
     (MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)``): the cardiac class-1/2 model's loss.
     ``ignore_classes``: voxels with these label values leave both terms (:class:`MaskedDiceCELoss`)."""
-    from monai.losses import DiceCELoss
-
     if ignore_classes:
         return MaskedDiceCELoss(ignore_classes, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
     return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=lambda_dice, lambda_ce=lambda_ce)

@@ -1,14 +1,19 @@
-"""Box detection metrics: IoU, greedy matching, average precision (COCO 101-point), image-level calls.
+"""Box detection metrics: IoU, greedy matching, average precision with patient CIs, and COCO's own mAP.
 
 Our own AP exists beside ultralytics' validator for one reason: a confidence interval. The
 validator gives one mAP for the split; resampling patients needs AP computed from per-image
 matches, which this module does (``ap_fn`` for :func:`~medtasks.metrics.bootstrap.bootstrap_ci`).
 Matching follows the COCO / ultralytics rule: per image, detections in decreasing confidence
 take the unmatched truth box of highest IoU >= the threshold; the rest are false positives.
-AP = area under the precision envelope sampled at 101 recall points, with ultralytics' (8.4)
-``compute_ap`` sentinels: precision 1 at recall 0, and 0 from just after the highest recall
-reached up to recall 1 (a perfect detector scores 0.995, as there; recall never reached adds
-nothing). Matching and AP are ultralytics', so on the same detections the two agree.
+The AP of those matches is ultralytics' own ``ultralytics.utils.metrics.compute_ap`` (the caller passes
+it in, imported inside the offline fence: :func:`medtasks.engine.yolo.ultralytics_compute_ap`), so on the same
+detections ours and the validator's agree. It is *not* COCO's AP: the area under the precision envelope,
+trapezoids over 101 recall points, with precision 1 at recall 0 and 0 from just after the highest recall
+reached up to recall 1, so a perfect detector scores 0.995.
+
+Papers quote COCO's mAP, so :func:`coco_map` runs pycocotools' ``COCOeval`` on the same detections:
+AP@[.5:.95], AP50, AP75 (the mean of the envelope at 101 recall thresholds, up to 100 detections per
+image by score; a perfect detector scores 1.0).
 
 Example:
     >>> m = match_image([[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10]], iou=0.5)
@@ -18,11 +23,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["IOU_THRESHOLDS", "box_iou", "match_image", "average_precision", "ap_from_matches", "ap_fn"]
+__all__ = ["IOU_THRESHOLDS", "ComputeAP", "box_iou", "match_image", "average_precision", "ap_from_matches", "ap_fn",
+           "coco_map"]
+
+#: ultralytics' ``compute_ap(recall, precision) -> (ap, envelope, recall with sentinels)``
+ComputeAP = Callable[[np.ndarray, np.ndarray], tuple]
 
 IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 
@@ -69,9 +80,16 @@ def match_image(preds: Sequence[Sequence[float]], truths: Sequence[Sequence[floa
     return {"scores": p[:, 4], "tp": tp, "n_true": int(len(t))}
 
 
-def average_precision(tp: np.ndarray, scores: np.ndarray, n_true: int) -> float:
-    """AP of detections (``tp`` flags, ``scores``) against ``n_true`` truth boxes; 101-point COCO envelope.
-    NaN when there is no truth box (undefined)."""
+def average_precision(tp: np.ndarray, scores: np.ndarray, n_true: int, compute_ap: ComputeAP) -> float:
+    """AP of detections (``tp`` flags, ``scores``) against ``n_true`` truth boxes: ``compute_ap`` (ultralytics') on
+    their precision-recall curve, detections in decreasing score (ties in the given order). NaN when there is
+    no truth box (undefined); 0 when there is no detection.
+
+    Example:
+        >>> from medtasks.engine.yolo import ultralytics_compute_ap  # doctest: +SKIP
+        >>> average_precision(np.array([True]), np.array([0.9]), 1, ultralytics_compute_ap())  # doctest: +SKIP
+        0.995
+    """
     if n_true == 0:
         return float("nan")
     if len(scores) == 0:
@@ -79,27 +97,67 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, n_true: int) -> float:
     order = np.argsort(-np.asarray(scores), kind="stable")
     hits = np.asarray(tp, float)[order]
     ctp, cfp = np.cumsum(hits), np.cumsum(1.0 - hits)
-    recall = ctp / n_true
-    precision = ctp / np.maximum(ctp + cfp, 1e-12)
-    # ultralytics' sentinels: precision falls to 0 just after the highest recall reached, then stays 0 to recall 1
-    mrec = np.concatenate([[0.0], recall, [recall[-1]], [1.0]])
-    mpre = np.concatenate([[1.0], precision, [0.0], [0.0]])
-    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
-    x = np.linspace(0, 1, 101)
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-    return float(trapezoid(np.interp(x, mrec, mpre), x))
+    return float(compute_ap(ctp / n_true, ctp / (ctp + cfp))[0])
 
 
-def ap_from_matches(matches: Sequence[dict], which: int | None = 0) -> float:
+def ap_from_matches(matches: Sequence[dict], which: int | None = 0, *, compute_ap: ComputeAP) -> float:
     """AP over images' :func:`match_image` results at IoU index ``which`` (0 = 0.50); ``None`` = mean over
-    all thresholds (mAP50-95)."""
+    all thresholds (mAP50-95); ``compute_ap`` as in :func:`average_precision`."""
     scores = np.concatenate([m["scores"] for m in matches]) if matches else np.zeros(0)
     tps = np.concatenate([m["tp"] for m in matches]) if matches else np.zeros((0, 1), bool)
     n_true = int(sum(m["n_true"] for m in matches))
     cols = range(tps.shape[1]) if which is None else [which]
-    return float(np.mean([average_precision(tps[:, j], scores, n_true) for j in cols]))
+    return float(np.mean([average_precision(tps[:, j], scores, n_true, compute_ap) for j in cols]))
 
 
-def ap_fn(matches: Sequence[dict], which: int | None = 0) -> Callable[[np.ndarray], float]:
+def ap_fn(matches: Sequence[dict], which: int | None = 0, *, compute_ap: ComputeAP) -> Callable[[np.ndarray], float]:
     """``idx -> AP`` over the images at those positions (for a patient bootstrap)."""
-    return lambda idx: ap_from_matches([matches[int(i)] for i in idx], which)
+    return lambda idx: ap_from_matches([matches[int(i)] for i in idx], which, compute_ap=compute_ap)
+
+
+def coco_map(detections: Sequence[np.ndarray | Sequence[Sequence[float]]],
+             truths: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:
+    """COCO's box mAP by pycocotools' ``COCOeval`` (one class): ``{"map50_95", "map50", "map75"}``.
+
+    Args:
+        detections: per image, its detections ``[x1, y1, x2, y2, score]`` in pixels.
+        truths: per image (same order), its truth boxes ``[x1, y1, x2, y2]``.
+
+    Returns:
+        AP@[.5:.95] (``stats[0]``), AP50 and AP75 over all areas with up to 100 detections per image; NaN
+        when there is no truth box (COCOeval's -1), 0 when there is no detection.
+
+    Example:
+        >>> round(coco_map([[[0, 0, 10, 10, 0.9]]], [[[0, 0, 10, 10]]])["map50_95"], 6)  # a perfect detector
+        1.0
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} images of detections but {len(truths)} of truth boxes")
+    keys = ("map50_95", "map50", "map75")
+
+    def xywh(b: Sequence[float]) -> list[float]:
+        return [float(b[0]), float(b[1]), float(b[2]) - float(b[0]), float(b[3]) - float(b[1])]
+
+    images = [{"id": i + 1} for i in range(len(truths))]
+    gt = [{"id": 0, "image_id": i + 1, "category_id": 1, "bbox": xywh(b), "iscrowd": 0}
+          for i, boxes in enumerate(truths) for b in np.asarray(boxes, float).reshape(-1, 4)]
+    for k, g in enumerate(gt):
+        g["id"], g["area"] = k + 1, g["bbox"][2] * g["bbox"][3]  # ids from 1: COCOeval marks "unmatched" with 0
+    dt = [{"image_id": i + 1, "category_id": 1, "bbox": xywh(d[:4]), "score": float(d[4])}
+          for i, dets in enumerate(detections) for d in np.asarray(dets, float).reshape(-1, 5)]
+    if not gt:
+        return dict.fromkeys(keys, float("nan"))
+    if not dt:
+        return dict.fromkeys(keys, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its summary table
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": images, "annotations": gt, "categories": [{"id": 1, "name": "box"}]}
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dt), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) if v >= 0 else float("nan") for k, v in zip(keys, ev.stats[:3])}

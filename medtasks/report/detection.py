@@ -1,8 +1,9 @@
 """Report sections for detection runs (metrics.json from :mod:`medtasks.tasks.kinds.detection`).
 
 The box metrics side by side: ours (AP50, mAP50-95 from per-image matches, with patient-bootstrap
-CIs) and ultralytics' validator (mAP50, mAP50-95, precision, recall); ultralytics' PR curve; the
-image-level confusion matrix and classification report. Box overlays are ``figures/extra_boxes_*.png``.
+CIs), ultralytics' validator (mAP50, mAP50-95, precision, recall) and COCO's mAP by pycocotools (AP@[.5:.95],
+AP50, AP75: the numbers papers quote); ultralytics' PR curve; the image-level confusion matrix and
+classification report. Box overlays are ``figures/extra_boxes_*.png``.
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ def _box_section(run: RunData, fig_dir: Path) -> str:
     m = run.metrics
     ul = m.get("ultralytics") or {}
     h = m.get("headline") or {}
-    rows = [["AP50 (IoU 0.50)", fmt_ci(h.get("ap50")), fmt_num(ul.get("map50"))],
-            ["mAP50-95", fmt_ci(h.get("map50_95")), fmt_num(ul.get("map50_95"))],
-            ["precision (at ultralytics' max-F1 confidence)", "", fmt_num(ul.get("precision"))],
-            ["recall (same)", "", fmt_num(ul.get("recall"))]]
-    body = [table(["Box metric", "medtasks [95% CI, by patient]", "ultralytics validator"], rows,
-                  table_id="box-table"),
+    coco = m.get("coco") or {}
+    rows = [["AP50 (IoU 0.50)", fmt_ci(h.get("ap50")), fmt_num(ul.get("map50")), fmt_num(coco.get("map50"))],
+            ["mAP50-95", fmt_ci(h.get("map50_95")), fmt_num(ul.get("map50_95")), fmt_num(coco.get("map50_95"))],
+            ["AP75 (IoU 0.75)", "", "", fmt_num(coco.get("map75"))],
+            ["precision (at ultralytics' max-F1 confidence)", "", fmt_num(ul.get("precision")), ""],
+            ["recall (same)", "", fmt_num(ul.get("recall")), ""]]
+    body = [table(["Box metric", "medtasks [95% CI, by patient]", "ultralytics validator",
+                   "COCO (pycocotools COCOeval)"], rows, table_id="box-table"),
             note(f"{m.get('n')} slices, {m.get('n_boxes_true')} truth boxes, {m.get('n_patients')} patients "
-                 f"('{m.get('split')}' split). Both from detections above confidence {m.get('val_conf')}; ours "
-                 "recomputes AP from per-slice matches so that patients can be resampled.")]
+                 f"('{m.get('split')}' split). All from detections above confidence {m.get('val_conf')}; ours "
+                 "recomputes ultralytics' AP from per-slice matches so that patients can be resampled."),
+            note("Two definitions of AP: ultralytics' (ours and its validator) integrates the precision envelope "
+                 "by trapezoids with precision 0 at recall 1, so a perfect detector scores 0.995; COCO's "
+                 "(pycocotools, up to 100 boxes per slice) averages it at 101 recall points, a perfect detector "
+                 "scores 1.0. Papers quote COCO's: compare those with the COCO column.")]
     curve = ul.get("pr_curve") or {}
     rec, prec = curve.get("recall") or [], curve.get("precision") or {}
     curves = [(name, np.asarray(rec, float), np.asarray([np.nan if v is None else v for v in p], float),
@@ -59,5 +66,5 @@ def _image_section(run: RunData, fig_dir: Path) -> str:
 
 
 def build_sections(run: RunData, fig_dir: Path) -> list[str]:
-    """Box metrics (ours with CIs, ultralytics'), PR curve, image-level confusion matrix and report."""
+    """Box metrics (ours with CIs, ultralytics', COCO's), PR curve, image-level confusion matrix and report."""
     return [_box_section(run, fig_dir), _image_section(run, fig_dir)]

@@ -1,7 +1,7 @@
 """Training-time augmentation for 2-D windowed images, built from MONAI dictionary transforms.
 
-The transforms expect channel-first images in [0, 1], i.e. the output of
-:class:`medtasks.transforms.ct.CTWindowsd` after resizing and *before* intensity
+The transforms expect channel-first images in [0, 1], i.e. the resized windows of
+:class:`medtasks.transforms.ct_load.LoadCTWindowsd` (without ``mean``/``std``), *before* intensity
 normalisation (brightness/contrast ranges and the erase fill value are in those
 units). Pass the list as ``ct_window_pipeline(..., augment=build_augmentation(...))``
 or insert it yourself between the resize and the channel normalisation.

@@ -1,7 +1,8 @@
 """DICOM slice(s) -> resampled, windowed (and normalised) channels in one transform: the CT input hot path.
 
-:class:`LoadCTWindowsd` gives the values of ``LoadDicomHUd -> ResizeImaged -> CTWindowsd ->
-NormalizeChannelsd`` (a test checks agreement to float32 rounding) in one step, doing less work:
+:class:`LoadCTWindowsd` gives the values of the step-by-step chain ``read_hu -> ResizeImaged -> one MONAI
+ScaleIntensityRange per window -> NormalizeIntensity`` (a test checks agreement to float32 rounding) in one
+step, doing less work (``medtasks bench ich_classify`` measures it against that chain in MONAI's transforms):
 
 - the stored pixels are resampled, and the HU map ``HU = stored * slope + intercept`` is folded
   into the windowing arithmetic afterwards, so no full-size float pass converts to HU first
@@ -49,8 +50,8 @@ def check_same_size(planes: Sequence[np.ndarray], paths: Sequence[Any]) -> None:
 class LoadCTWindowsd(MapTransform):
     """Replace each DICOM path (or list of neighbouring slice paths) under ``keys`` with its windows.
 
-    Output channels are window-major as :class:`~medtasks.transforms.ct.CTWindowsd`: for ``k``
-    slices and windows ``w0, w1, ...``, channel ``i * k + j`` is window ``i`` of slice ``j``.
+    Output channels are window-major: for ``k`` slices (2.5-D input, in the given order) and windows
+    ``w0, w1, ...``, channel ``i * k + j`` is window ``i`` of slice ``j``; ``k * len(windows)`` channels in all.
 
     Args:
         keys: Keys holding a DICOM path, or a list of paths (2.5-D input, in channel order).

@@ -24,17 +24,20 @@ def test_neighbours_by_z_with_repeated_edges_and_row_order() -> None:
 
 
 def test_load_dicom_hu_stacks_a_list_of_slices(tmp_path) -> None:
+    from monai.transforms import ScaleIntensityRange
     from pydicom.data import get_testdata_file
 
     from medtasks.io.dicom import DicomReadError, read_hu
-    from medtasks.transforms.ct import CTWindowsd, LoadDicomHUd
+    from medtasks.transforms.ct_load import DEFAULT_WINDOWS, LoadCTWindowsd
 
     ct = get_testdata_file("CT_small.dcm")
-    out = LoadDicomHUd("image")({"image": [ct, ct, ct]})["image"]
-    assert out.shape == (3, 128, 128) and np.array_equal(out[1], read_hu(ct))
-    windows = CTWindowsd("image")({"image": out})["image"]
-    assert windows.shape == (9, 128, 128)   # window-major: 3 windows x 3 slices
+    out = LoadCTWindowsd("image", as_tensor=False)({"image": [ct, ct, ct]})["image"]
+    assert out.shape == (9, 128, 128)   # window-major: 3 windows x 3 slices
+    level, width = DEFAULT_WINDOWS[1]
+    want = np.asarray(ScaleIntensityRange(level - width / 2, level + width / 2, 0.0, 1.0, clip=True)(read_hu(ct)))
+    for j in range(3):
+        np.testing.assert_array_equal(out[3 + j], want)
     other = get_testdata_file("693_UNCR.dcm")
     with pytest.raises(DicomReadError) as info:
-        LoadDicomHUd("image", modality=None)({"image": [ct, other]})
+        LoadCTWindowsd("image", modality=None)({"image": [ct, other]})
     assert info.value.reason == "bad_shape"

@@ -86,6 +86,44 @@ def test_voi_window_is_optional(tmp_path: Path) -> None:
     np.testing.assert_allclose(windowed[0], [[1.0, 1.0, middle], [0.0, 0.0, 1.0]], atol=1e-6)
 
 
+def _voi_by_hand(x: np.ndarray, center: float, width: float, func: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3 in float64, onto [0, 1]."""
+    if func == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    if func == "LINEAR":
+        center, width = center - 0.5, width - 1.0
+    return np.where(x <= center - width / 2, 0.0, np.where(x > center + width / 2, 1.0, (x - center) / width + 0.5))
+
+
+@pytest.mark.parametrize("func", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_voi_window_functions_equal_the_standard_by_hand(tmp_path: Path, func: str) -> None:
+    """Every 12-bit value (rescaled to -1024 .. 1023.5) through a brain window: pydicom's apply_windowing onto
+    [0, 1] equals the standard's formula within float32 rounding (half an ulp at 1: 6e-8)."""
+    stored = np.arange(4096, dtype=np.uint16).reshape(64, 64)
+    path = write_dicom(tmp_path / f"{func}.dcm", stored, modality="DX", photometric="MONOCHROME2", RescaleSlope="0.5",
+                       RescaleIntercept="-1024", WindowCenter=["40.3", "400"], WindowWidth=["80.7", "2000"],
+                       VOILUTFunction=func)
+    with np.errstate(over="ignore"):
+        want = _voi_by_hand(stored * 0.5 - 1024, 40.3, 80.7, func)   # the first of the two windows
+    got = read_radiograph(path, voi=True)[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=6e-8)
+    assert got.min() < 1e-6 and got.max() > 1 - 1e-6                   # the ramp crosses the whole window
+    mono1 = read_radiograph(write_dicom(tmp_path / f"{func}-1.dcm", stored, RescaleSlope="0.5",
+                                        RescaleIntercept="-1024", WindowCenter="40.3", WindowWidth="80.7",
+                                        VOILUTFunction=func), voi=True)[0]
+    np.testing.assert_array_equal(mono1, np.float32(1) - got)          # MONOCHROME1: inverted after the window
+
+
+@pytest.mark.parametrize(("func", "width"), [("LINEAR", "0.5"), ("LINEAR_EXACT", "0"), ("GAMMA", "100")])
+def test_unusable_voi_window_names_the_file_and_the_fix(tmp_path: Path, func: str, width: str) -> None:
+    path = write_dicom(tmp_path / "bad.dcm", VALUES, WindowCenter="100", WindowWidth=width, VOILUTFunction=func)
+    with pytest.raises(RadiographError, match="without voi=True") as info:
+        read_radiograph(path, voi=True)
+    assert str(info.value).startswith(f"{path}: ") and info.value.reason == "unreadable"
+    assert read_radiograph(path).shape == (1, 2, 3)                    # the bit range still reads it
+
+
 def test_dicom_without_suffix_is_detected_by_its_preamble(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "IMG0001", VALUES, photometric="MONOCHROME2")
     assert is_dicom(path)

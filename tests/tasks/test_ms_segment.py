@@ -50,12 +50,12 @@ def test_every_switch_gives_one_logit_map(kw) -> None:
 def test_paper_loss_is_the_posters_bce_dice_by_hand() -> None:
     """configs/ms_segment.yaml trains with the poster code's BCEDiceLoss: 0.5 x BCE + (1 - mean per-image Dice)."""
     from medtasks.config import load_config
-    from medtasks.losses.segmentation import BCEDiceLoss
+    from medtasks.losses.segmentation import bce_dice
     from medtasks.tasks.ms_segment.config import MsSegmentConfig
 
     c = load_config(CONFIG.with_name("ms_segment.yaml"), MsSegmentConfig).loss
     assert (c.name, c.bce_weight, c.dice_weight, c.batch_dice) == ("bce_dice", 0.5, 1.0, False)
-    loss = BCEDiceLoss(bce_weight=c.bce_weight, dice_weight=c.dice_weight, batch_dice=c.batch_dice)
+    loss = bce_dice(bce_weight=c.bce_weight, dice_weight=c.dice_weight, batch_dice=c.batch_dice)
     logits = torch.zeros(2, 1, 2, 2)                   # p = 0.5 everywhere: BCE = ln 2 at every pixel
     y = torch.zeros(2, 1, 2, 2)
     y[0, 0, 0] = 1                                     # image 1: 2 lesion pixels of 4; image 2: empty
@@ -63,7 +63,7 @@ def test_paper_loss_is_the_posters_bce_dice_by_hand() -> None:
     dice1 = (2 * 1.0 + eps) / (2.0 + 2.0 + eps)        # intersection 0.5 x 2, sum p 2, sum y 2
     dice2 = (0.0 + eps) / (2.0 + 0.0 + eps)
     assert float(loss(logits, y)) == pytest.approx(0.5 * np.log(2) + 1 - (dice1 + dice2) / 2, abs=1e-6)
-    batch = BCEDiceLoss(bce_weight=0.5, batch_dice=True)   # the previous choice: one Dice over the batch (1/3)
+    batch = bce_dice(bce_weight=0.5, batch_dice=True)   # the previous choice: one Dice over the batch (1/3)
     assert float(batch(logits, y)) == pytest.approx(0.5 * np.log(2) + 1 - (2 + eps) / (6 + eps), abs=1e-6)
 
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from medtasks import api
-from medtasks.metrics.detection import ap_from_matches, average_precision, match_image
+from medtasks.engine.yolo import ultralytics_compute_ap, ultralytics_env
+from medtasks.metrics.detection import ap_from_matches, average_precision, coco_map, match_image
 
 _trap = getattr(np, "trapezoid", None) or np.trapz
 CONFIG = Path(__file__).resolve().parents[2] / "medtasks" / "configs" / "phe_detect.demo.yaml"
@@ -76,6 +77,7 @@ def test_metrics_predictions_report(trained) -> None:
     rd, metrics, out_dir = trained
     saved = json.loads((rd / "metrics.json").read_text())
     assert saved["kind"] == "detection" and 0 <= saved["ultralytics"]["map50"] <= 1
+    assert set(saved["coco"]) == {"map50_95", "map50", "map75"} and 0 <= saved["coco"]["map50"] <= 1
     for k in ("ap50", "map50_95", "image_accuracy", "image_recall", "image_precision", "image_f1"):
         h = saved["headline"][k]
         assert h["value"] is not None and (h["ci_low"] is None or h["ci_low"] <= h["value"] <= h["ci_high"]), k
@@ -87,12 +89,19 @@ def test_metrics_predictions_report(trained) -> None:
     cm = np.array(saved["confusion_matrix"])
     assert cm.sum() == saved["n"] and cm[1].sum() == (man.loc[man.split == "test", "n_boxes"] > 0).sum()
     html = (rd / "report.html").read_text()
-    assert 'id="box-table"' in html and 'id="image-report"' in html and "figures/confusion_matrices.png" in html
+    assert 'id="box-table"' in html and "COCO (pycocotools COCOeval)" in html and 'id="image-report"' in html
+    assert "figures/confusion_matrices.png" in html
     p = pd.read_csv(out_dir / "predictions.csv")
     assert len(set(p.image)) == 8 and "class_id" in p.columns
 
 
-def test_average_precision_by_hand() -> None:
+@pytest.fixture(scope="module")
+def compute_ap():
+    """ultralytics' own compute_ap, imported inside medtasks' offline fence."""
+    return ultralytics_compute_ap()
+
+
+def test_average_precision_by_hand(compute_ap) -> None:
     # two truth boxes in one image; detections: hit (0.9), miss (0.8), hit (0.7)
     m = match_image([[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.8], [20, 20, 30, 30, 0.7]],
                     [[0, 0, 10, 10], [20, 20, 30, 30]], iou=0.5)
@@ -102,14 +111,56 @@ def test_average_precision_by_hand() -> None:
     x = np.linspace(0, 1, 101)
     env = np.where(x < 0.5, 1.0, 2 / 3)
     env[-1] = 0.0
-    assert average_precision(m["tp"][:, 0], m["scores"], 2) == pytest.approx(_trap(env, x), abs=1e-9)
-    assert ap_from_matches([m]) == pytest.approx(_trap(env, x))
+    assert average_precision(m["tp"][:, 0], m["scores"], 2, compute_ap) == pytest.approx(_trap(env, x), abs=1e-9)
+    assert ap_from_matches([m], compute_ap=compute_ap) == pytest.approx(_trap(env, x))
     # a duplicate detection of an already matched box is a false positive
     d = match_image([[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.8]], [[0, 0, 10, 10]], iou=0.5)
     assert d["tp"][:, 0].tolist() == [True, False]
-    assert np.isnan(average_precision(np.zeros(0, bool), np.zeros(0), 0))
+    assert np.isnan(average_precision(np.zeros(0, bool), np.zeros(0), 0, compute_ap))
+    assert average_precision(np.zeros(0, bool), np.zeros(0), 3, compute_ap) == 0.0
     perfect = match_image([[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10]], iou=0.5)
-    assert average_precision(perfect["tp"][:, 0], perfect["scores"], 1) == pytest.approx(0.995)
+    assert average_precision(perfect["tp"][:, 0], perfect["scores"], 1, compute_ap) == pytest.approx(0.995)
     # 3 of 4 boxes found, all at precision 1: recall never reaches 1, so precision is 0 from recall 0.75 on
-    # (ultralytics 8.4's compute_ap gives 0.745 on the same detections)
-    assert average_precision(np.ones(3, bool), np.array([0.9, 0.8, 0.7]), 4) == pytest.approx(0.745)
+    assert average_precision(np.ones(3, bool), np.array([0.9, 0.8, 0.7]), 4, compute_ap) == pytest.approx(0.745)
+
+
+def test_our_ap_equals_ultralytics_ap_per_class_on_the_same_matches(compute_ap) -> None:
+    """The validator's own per-class AP (sorting, curves, compute_ap) on random matches at the 10 IoU thresholds."""
+    with ultralytics_env(progress=False):
+        from ultralytics.utils.metrics import ap_per_class
+    rng = np.random.default_rng(0)
+    for n_det, n_true in ((40, 25), (7, 30), (60, 10)):
+        tp = np.sort(rng.random((n_det, 1)) < rng.uniform(0.2, 0.9, (1, 10)), axis=1)[:, ::-1]  # IoU-monotone
+        scores = rng.permutation(n_det) / n_det + 0.01                               # distinct: no tie order
+        ref = ap_per_class(tp, scores, np.zeros(n_det), np.zeros(n_true))[5][0]
+        ours = [ap_from_matches([{"scores": scores, "tp": tp, "n_true": n_true}], j, compute_ap=compute_ap)
+                for j in range(10)]
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+        assert ap_from_matches([{"scores": scores, "tp": tp, "n_true": n_true}], None,
+                               compute_ap=compute_ap) == pytest.approx(ref.mean(), abs=1e-12)
+
+
+def test_coco_map_by_hand_and_a_perfect_detector(compute_ap) -> None:
+    """One slice, two truth boxes; detections: an exact hit (0.9), a false positive (0.8), and a hit of IoU
+    100/140 = 0.714 (0.7): a true positive at IoU 0.50-0.70 (5 thresholds), a false one at 0.75-0.95.
+    COCO: precision envelope at 101 recall points r = 0, 0.01, ..., 1 (0 beyond the highest recall reached)."""
+    dets = [[[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.8], [20, 20, 30, 34, 0.7]]]
+    truths = [[[0, 0, 10, 10], [20, 20, 30, 30]]]
+    ap50 = (51 * 1.0 + 50 * 2 / 3) / 101        # r <= 0.5: precision 1; 0.5 < r <= 1: 2/3
+    ap75 = 51 / 101                              # recall stops at 0.5
+    got = coco_map(dets, truths)
+    assert got["map50"] == pytest.approx(ap50, abs=1e-9) and got["map75"] == pytest.approx(ap75, abs=1e-9)
+    assert got["map50_95"] == pytest.approx((5 * ap50 + 5 * ap75) / 10, abs=1e-9)
+    # the same detections spread over two slices give the same COCO numbers (matching is per image)
+    split = coco_map([dets[0][:2], dets[0][2:]], [truths[0][:1], truths[0][1:]])
+    assert split == pytest.approx(got, abs=1e-12)
+    # a perfect detector: 1.0 in COCOeval, 0.995 in ultralytics' AP
+    perfect_dets, perfect_truths = [[[0, 0, 10, 10, 0.9]], [[5, 5, 25, 15, 0.8]]], [[[0, 0, 10, 10]], [[5, 5, 25, 15]]]
+    assert coco_map(perfect_dets, perfect_truths) == pytest.approx(dict.fromkeys(("map50_95", "map50", "map75"), 1.0))
+    matches = [match_image(d, t) for d, t in zip(perfect_dets, perfect_truths)]
+    assert ap_from_matches(matches, None, compute_ap=compute_ap) == pytest.approx(0.995)
+    # no detection: 0; no truth box: undefined (COCOeval's -1 -> NaN)
+    assert coco_map([[]], truths)["map50_95"] == 0.0
+    assert np.isnan(coco_map(dets, [[]])["map50"])
+    with pytest.raises(ValueError, match="2 images of detections but 1"):
+        coco_map([[], []], truths)

@@ -1,4 +1,4 @@
-"""LoadCTWindowsd (the one-step CT input path) against the step-by-step chain it replaces."""
+"""LoadCTWindowsd (the one-step CT input path) against the step-by-step chain in MONAI's transforms."""
 
 from __future__ import annotations
 
@@ -7,26 +7,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 from pydicom.data import get_testdata_file
 
 from medtasks.io.dicom import DicomReadError, read_hu
-from medtasks.transforms.ct import CTWindowsd, LoadDicomHUd, apply_window
 from medtasks.transforms.ct_load import LoadCTWindowsd
-from medtasks.transforms.resize import NormalizeChannelsd, ResizeImaged
+from medtasks.transforms.resize import ResizeImaged
 from tests.io.test_dicom import write_ct
 
 WINDOWS = [(40, 80), (50, 130), (600, 2800)]
 
 
 def _chain(value, size, mean=None, std=None):
-    """The reference: HU first, resample in HU, window, then normalise (four transforms)."""
-    d = LoadDicomHUd("image")({"image": value})
+    """The reference: HU first (read_hu), resample in HU, one MONAI ScaleIntensityRange per window (window-major:
+    window i of every slice, then window i + 1), then MONAI NormalizeIntensity per channel."""
+    paths = value if isinstance(value, list) else [value]
+    hu = np.stack([read_hu(p) for p in paths])
     if size is not None:
-        d = ResizeImaged("image", size)(d)
-    d = CTWindowsd("image", WINDOWS)(d)
+        hu = ResizeImaged("image", size)({"image": hu})["image"]
+    out = np.concatenate([np.asarray(ScaleIntensityRange(level - width / 2, level + width / 2, 0.0, 1.0,
+                                                         clip=True)(hu)) for level, width in WINDOWS])
     if mean is not None:
-        d = NormalizeChannelsd("image", mean, std)(d)
-    return np.asarray(d["image"])
+        out = np.asarray(NormalizeIntensity(subtrahend=mean, divisor=std, channel_wise=True)(out))
+    return out
 
 
 def _files(tmp_path: Path) -> dict[str, Path]:
@@ -45,12 +48,11 @@ def test_native_size_without_normalisation_is_exactly_the_window_of_read_hu(tmp_
     for name, path in _files(tmp_path).items():
         out = LoadCTWindowsd("image", WINDOWS)({"image": path})["image"]
         assert type(out) is torch.Tensor and out.dtype == torch.float32, name
-        hu = read_hu(path)
-        for c, window in enumerate(WINDOWS):
-            if name == "slope 0.5":   # non-integer HU: equal to float32 rounding only
-                np.testing.assert_allclose(out[c].numpy(), apply_window(hu, *window), atol=1e-6)
-            else:
-                np.testing.assert_array_equal(out[c].numpy(), apply_window(hu, *window), err_msg=name)
+        ref = _chain(path, None)
+        if name == "slope 0.5":   # non-integer HU: equal to float32 rounding only
+            np.testing.assert_allclose(out.numpy(), ref, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(out.numpy(), ref, err_msg=name)
 
 
 @pytest.mark.parametrize("size", [32, (20, 24), 64])

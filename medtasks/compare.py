@@ -49,10 +49,11 @@ from medtasks.metrics.summary import _class_weights
 from medtasks.registry import UnknownNameError, did_you_mean
 from medtasks.report import RunData, load_run
 from medtasks.report.compare_html import UNPAIRED_WHY
+from medtasks.rundir import FINISHED, FailedRunError, read_status, unfinished_run_message
 
 __all__ = ["compare_runs", "align_runs", "compute_comparison", "pairing_of", "AlignedRun", "CompareError",
-           "RunFileMissing", "COMPARE_METRICS", "LOWER_IS_BETTER", "OVERALL", "UNPAIRED_WHY", "add_compare_parser",
-           "run_compare"]
+           "RunFileMissing", "RunNotFinished", "COMPARE_METRICS", "LOWER_IS_BETTER", "OVERALL", "UNPAIRED_WHY",
+           "add_compare_parser", "run_compare"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +68,25 @@ class RunFileMissing(CompareError, FileNotFoundError):
     """A run directory or one of its files is missing (both a ValueError and a FileNotFoundError)."""
 
 
+class RunNotFinished(CompareError, FailedRunError):
+    """A run whose ``status.json`` says it failed (or is still running) and that lacks the files compare reads:
+    the message names the directory, the error and its ``run.log``."""
+
+
 # --------------------------------------------------------------------------- loading + checks
 
 
 def _load(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise RunFileMissing(f"run directory {run_dir} does not exist; pass directories written by `medtasks run`.")
-    for name in ("metrics.json", "predictions.csv"):
-        if not (run_dir / name).is_file():
-            raise RunFileMissing(
-                f"{run_dir}: {name} not found. compare recomputes every metric from a finished run's "
-                "predictions.csv and metrics.json; re-run evaluation (`medtasks run ...`) or pass another run.")
+    status = read_status(run_dir)   # None: a run made before statuses were recorded (judged by its files)
+    missing = [name for name in ("metrics.json", "predictions.csv") if not (run_dir / name).is_file()]
+    if missing and status is not None and status.get("status") != FINISHED:
+        raise RunNotFinished(unfinished_run_message(run_dir, status))
+    if missing:
+        raise RunFileMissing(
+            f"{run_dir}: {missing[0]} not found. compare recomputes every metric from a finished run's "
+            "predictions.csv and metrics.json; re-run evaluation (`medtasks run ...`) or pass another run.")
     run = load_run(run_dir)
     if run.predictions is None or run.predictions.empty:
         raise CompareError(f"{run_dir}: predictions.csv is empty; re-run evaluation for this run.")

@@ -2,19 +2,27 @@
 
 ```
 runs/<task>/<timestamp>-<config-stem>/
-  config.resolved.yaml  env.json  manifest.csv  rejected.csv  checkpoints/  history.csv
+  status.json  config.resolved.yaml  env.json  run.log  manifest.csv  rejected.csv  checkpoints/  history.csv
   predictions.csv  metrics.json  report.html  figures/
 ```
+
+``status.json`` says where the run stands: ``running`` from the moment the folder exists, ``failed`` (with the
+error; its traceback is in ``run.log``) or ``finished``. It is written atomically, so a reader sees one whole
+state. ``report`` and ``compare`` name a failed run as such instead of tripping over its missing files. Run
+directories made before the status existed have no ``status.json``: :meth:`RunDir.read_status` returns None and
+readers go by the files present, as before.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import logging.handlers
 import platform
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +32,45 @@ import yaml
 
 from medtasks.config import dump_yaml
 from medtasks.io.atomic import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+RUNNING, FAILED, FINISHED = "running", "failed", "finished"
+STATUSES = (RUNNING, FAILED, FINISHED)
+STATUS_FILE = "status.json"
+
+
+class FailedRunError(ValueError):
+    """A run directory whose run failed (or never finished) was asked for what only a finished run has; the
+    message names the directory, the error and ``run.log``."""
+
+
+def read_status(path: str | Path) -> dict[str, Any] | None:
+    """``<path>/status.json`` as a dict (``status``, ``started``, ``updated``, ``error`` when failed); None for a
+    run directory made before statuses were recorded (or a folder that is not a run)."""
+    f = Path(path) / STATUS_FILE
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"status": "unknown", "error": f"{f} is unreadable ({exc})"}
+    return data if isinstance(data, dict) else {"status": "unknown", "error": f"{f} is not a JSON object"}
+
+
+def unfinished_run_message(path: str | Path, status: Mapping[str, Any]) -> str:
+    """What a reader says of a run directory whose ``status`` is not ``finished``: ``<dir> is a failed run
+    (<error>): see <dir>/run.log``, or that it has not finished (still running, or killed)."""
+    path = Path(path)
+    state = status.get("status")
+    if state == FAILED:
+        return f"{path} is a failed run ({status.get('error') or 'no error recorded'}): see {path / 'run.log'}"
+    since = f" since {status['started']}" if status.get("started") else ""
+    if state == RUNNING:
+        return (f"{path} has not finished (status running{since}: still running, or it was killed): "
+                f"see {path / 'run.log'}")
+    return f"{path} has no usable status ({status.get('error') or status.get('status')!r}): see {path / 'run.log'}"
+
 
 PACKAGES = ("medtasks", "torch", "torchvision", "monai", "pytorch-ignite", "pydicom", "pylibjpeg", "pylibjpeg-openjpeg",
             "numpy", "pandas", "scikit-learn", "iterative-stratification", "matplotlib")
@@ -71,7 +118,9 @@ class RunDir:
             path, i = base.with_name(f"{base.name}-{i}"), i + 1
         (path / "checkpoints").mkdir(parents=True)
         (path / "figures").mkdir()
-        return cls(path)
+        rd = cls(path)
+        rd.set_status(RUNNING)
+        return rd
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -98,10 +147,50 @@ class RunDir:
         write_json_atomic(self.path / "env.json", environment(seed, device, extra))
 
     def read_env(self) -> dict[str, Any]:
-        import json
-
         path = self.path / "env.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    # ---- status ---------------------------------------------------------------------------------
+    def read_status(self) -> dict[str, Any] | None:
+        """See :func:`read_status`."""
+        return read_status(self.path)
+
+    @property
+    def status(self) -> str | None:
+        """``running`` / ``failed`` / ``finished``; None for a run directory without ``status.json``."""
+        data = self.read_status()
+        return None if data is None else data.get("status")
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """Write ``status.json`` atomically: ``status`` (one of :data:`STATUSES`), when the run started (kept
+        from the previous status, e.g. a resumed run's first start) and ``error`` for a failed run."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: one of {', '.join(STATUSES)}")
+        now = _dt.datetime.now().isoformat(timespec="seconds")
+        previous = self.read_status() or {}
+        data: dict[str, Any] = {"status": status, "started": previous.get("started", now), "updated": now}
+        if previous.get("status") and status == RUNNING:
+            data["resumed"] = now              # a resumed run: running again
+        if error is not None:
+            data["error"] = error
+        write_json_atomic(self.path / STATUS_FILE, data)
+
+    def mark_failed(self, exc: BaseException) -> None:
+        """Record a failure: the traceback appended to ``run.log``, ``status.json`` -> ``failed`` with the error's
+        one line (``KeyboardInterrupt`` included: an interrupted run can be resumed with ``--resume``)."""
+        line = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:   # a full disk must not hide the run's own error: the caller re-raises that one
+            append_run_log(self, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            self.set_status(FAILED, error=line.splitlines()[0])
+        except OSError as err:
+            log.warning("could not record the failure in %s: %s", self.path, err)
+
+    def check_finished(self) -> None:
+        """:class:`FailedRunError` naming the directory when its status is failed or running; a finished run or
+        one made before statuses were recorded (no ``status.json``) passes."""
+        data = self.read_status()
+        if data is not None and data.get("status") != FINISHED:
+            raise FailedRunError(unfinished_run_message(self.path, data))
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -2,7 +2,9 @@
 
 Field defaults here are neutral engineering defaults; the source reports' numbers live in
 ``medtasks/configs/<task>.yaml``. Every field is documented by its comment; each run writes the resolved tree to
-``config.resolved.yaml`` in its run directory.
+``config.resolved.yaml`` in its run directory. A field's admissible values are declared with
+:func:`~medtasks.config.checked` (ranges, counts, fractions summing to 1) and checked when the config is loaded,
+before any data are read or a run directory exists; a section's ``validate()`` holds the rules between fields.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional
 
-from medtasks.config import ConfigError
+from medtasks.config import ConfigError, checked
 
 # The source report: horizontal flip, vertical flip, +-10 degree rotations, plus the original image.
 DEFAULT_TTA: tuple[str, ...] = ("hflip", "vflip", "rotate:10", "rotate:-10")
@@ -56,59 +58,57 @@ class DataConfig:
     # base of relative paths (default: the manifest's folder, or $MEDTASKS_DATA_ROOT)
     root: Optional[str] = None
     synthetic: bool = False                 # set by the API when the embedded default is used
-    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])   # train/val/test fractions (by patient)
+    split: list[float] = checked(factory=lambda: [0.7, 0.15, 0.15], length=3, each=True, ge=0, le=1, total=1,
+                                 note="train / val / test fractions")   # by patient
     split_level: Literal["patient", "slice"] = "patient"  # "slice" leaks patients across splits: flagged in the report
     stratify: Optional[str] = None          # manifest column to balance across splits (patient-level max)
     cache: Literal["none", "memory", "disk"] = "memory"   # MONAI CacheDataset / PersistentDataset / plain Dataset
     cache_dir: Optional[str] = None         # PersistentDataset folder (default: <run>/../.persistent_cache)
-    num_workers: int = 0                    # DataLoader workers (0 = main process)
-    max_rows: Optional[int] = None          # cap rows per split (quick experiments); null = all
-
-    def validate(self) -> None:
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise ConfigError(f"split: expected three non-negative fractions summing to 1, got {self.split}")
+    num_workers: int = checked(0, ge=0)     # DataLoader workers (0 = main process)
+    max_rows: Optional[int] = checked(None, ge=1)   # cap rows per split (quick experiments); null = all
 
 
 @dataclass
 class OptimConfig:
     name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    lr: float = checked(1e-4, gt=0)
+    weight_decay: float = checked(5e-4, ge=0)
+    momentum: float = checked(0.9, ge=0, lt=1)   # sgd only
 
 
 @dataclass
 class SchedulerConfig:
     name: Literal["plateau", "cosine", "none"] = "plateau"
-    factor: float = 0.5                     # ReduceLROnPlateau factor
-    patience: int = 3                       # ReduceLROnPlateau patience (epochs)
-    min_lr: float = 1e-7
+    factor: float = checked(0.5, gt=0, lt=1)   # ReduceLROnPlateau factor
+    patience: int = checked(3, ge=0)        # ReduceLROnPlateau patience (epochs)
+    min_lr: float = checked(1e-7, ge=0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
-    batch_size: int = 32
-    early_stopping_patience: int = 10       # epochs without improvement of `monitor`; 0 = off
-    monitor: str = "val_loss"               # picks best.pt, early stopping and LR plateau
+    epochs: int = checked(60, ge=1)
+    batch_size: int = checked(32, ge=1)
+    early_stopping_patience: int = checked(10, ge=0, note="0 = off")   # epochs without improvement of `monitor`
+    # picks best.pt, early stopping and LR plateau: a validation metric (val_loss, val_dice, val_auc, ...)
+    monitor: str = checked("val_loss", pattern=r"val_\S+", note="a validation metric such as val_loss")
     monitor_mode: Literal["min", "max"] = "min"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                        # mixed precision on CUDA (float16 autocast + GradScaler)
     # bfloat16 autocast on CPU: ~2x faster on CPUs with AMX / AVX512-BF16, refused (float32) on others
     cpu_bf16: bool = False
     channels_last: bool = False             # channels-last layout for 2-D convolutions (faster on CPU with cpu_bf16)
-    threads: Optional[int] = None           # torch CPU threads (null = all available cores)
-    steps_per_epoch: Optional[int] = None   # iterations per epoch (null = one pass over the training split)
+    threads: Optional[int] = checked(None, ge=1)   # torch CPU threads (null = all available cores)
+    steps_per_epoch: Optional[int] = checked(None, ge=1)   # iterations per epoch (null = one pass over train)
 
 
 @dataclass
 class EvalConfig:
     split: str = "test"                     # split evaluated after training
-    batch_size: int = 64
-    threshold: float = 0.5                  # default decision threshold for every label
-    n_boot: int = 1000                      # bootstrap replicates for the 95% CIs (resampled by patient)
-    ci: float = 0.95
-    calibration_bins: int = 15
+    batch_size: int = checked(64, ge=1)
+    threshold: float = checked(0.5, ge=0, le=1)   # default decision threshold for every label
+    n_boot: int = checked(1000, ge=1)       # bootstrap replicates for the 95% CIs (resampled by patient)
+    ci: float = checked(0.95, gt=0, lt=1)
+    calibration_bins: int = checked(15, ge=1)
     # test-time augmentation at evaluate/calibrate/predict: the mean over the original + tta_views
     tta: bool = False
     tta_views: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rotate:10", "rotate:-10"])
@@ -135,16 +135,17 @@ class AugmentConfig:
     Every switch defaults to off; the source reports' values live in ``medtasks/configs/<task>.yaml``.
     """
 
-    hflip: float = 0.0                      # probability
-    vflip: float = 0.0
-    rotate_deg: float = 0.0                 # uniform +-deg
-    rotate_prob: float = 0.5
-    brightness: float = 0.0                 # additive shift range ([0, 1] image units)
-    contrast: float = 0.0                   # multiplicative range 1 +- contrast
-    noise_std: float = 0.0                  # Gaussian noise std
-    noise_prob: float = 0.5
-    resized_crop_scale: Optional[list[float]] = None   # [min, max] area fraction of a random crop, resized back
-    erasing_prob: float = 0.0               # random erasing (coarse dropout)
+    hflip: float = checked(0.0, ge=0, le=1)   # probability
+    vflip: float = checked(0.0, ge=0, le=1)
+    rotate_deg: float = checked(0.0, ge=0, le=180)   # uniform +-deg
+    rotate_prob: float = checked(0.5, ge=0, le=1)
+    brightness: float = checked(0.0, ge=0, le=1)     # additive shift range ([0, 1] image units)
+    contrast: float = checked(0.0, ge=0, lt=1)       # multiplicative range 1 +- contrast
+    noise_std: float = checked(0.0, ge=0)            # Gaussian noise std
+    noise_prob: float = checked(0.5, ge=0, le=1)
+    # [min, max] area fraction of a random crop, resized back
+    resized_crop_scale: Optional[list[float]] = checked(None, length=2, each=True, gt=0, le=1, ascending=True)
+    erasing_prob: float = checked(0.0, ge=0, le=1)   # random erasing (coarse dropout)
 
 
 @dataclass
@@ -174,17 +175,17 @@ class CalibrationConfig:
 class SamplingConfig:
     """Class-balanced training split (medtasks.data.sampling.balance_rows); every field null = off."""
 
-    per_class: Optional[int] = None         # positives drawn per label (report: ~3000 per subtype)
-    normal: Optional[int] = None            # normal slices kept (report: 10000)
-    normal_ratio: Optional[float] = None    # or normals = ratio x positives drawn
+    per_class: Optional[int] = checked(None, ge=1)   # positives drawn per label (report: ~3000 per subtype)
+    normal: Optional[int] = checked(None, ge=0)      # normal slices kept (report: 10000)
+    normal_ratio: Optional[float] = checked(None, ge=0)   # or normals = ratio x positives drawn
     replace: bool = False                   # oversample labels with fewer than per_class positives
     # train: balance the training split only (validation keeps the population prevalence the calibration
     # needs); train_val: balance training + validation together, as the ich report (l.121-123)
     scope: Literal["train", "train_val"] = "train"
     # the evaluated split drawn the same way (no replacement), e.g. the ich report's balanced test sample of
     # ~200 slices per subtype (l.123); null = every row of eval.split (the population's prevalence)
-    eval_per_class: Optional[int] = None
-    eval_normal: Optional[int] = None
+    eval_per_class: Optional[int] = checked(None, ge=1)
+    eval_normal: Optional[int] = checked(None, ge=0)
 
     @property
     def enabled(self) -> bool:
@@ -193,22 +194,14 @@ class SamplingConfig:
     def validate(self) -> None:
         if self.normal is not None and self.normal_ratio is not None:
             raise ConfigError("give normal or normal_ratio, not both")
-        for name in ("per_class", "normal", "normal_ratio", "eval_per_class", "eval_normal"):
-            v = getattr(self, name)
-            if v is not None and v < (1 if name.endswith("per_class") else 0):
-                raise ConfigError(f"{name}: must be {'>= 1' if name.endswith('per_class') else '>= 0'}, got {v}")
 
 
 @dataclass
 class CVConfig:
     # k >= 2: k-fold CV (MultilabelStratifiedKFold by patient) on the non-test patients
-    folds: int = 0
+    folds: int = checked(0, ge=2, also=(0,), note="0 = off")
     # test-time model: best fold by validation score, or the mean of all folds
     select: Literal["best", "ensemble"] = "best"
-
-    def validate(self) -> None:
-        if self.folds == 1 or self.folds < 0:
-            raise ConfigError(f"folds: 0 (off) or >= 2, got {self.folds}")
 
 
 @dataclass
@@ -237,7 +230,7 @@ class ProtocolConfig:
 @dataclass
 class RunConfig:
     task: str = ""
-    seed: int = 42
+    seed: int = checked(42, ge=0, le=2**32 - 1)   # numpy's seed range
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

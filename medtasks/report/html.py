@@ -165,7 +165,8 @@ def page(title: str, body: Sequence[str]) -> str:
 
 
 def title_block(run: RunData) -> str:
-    """Title, run identity, the synthetic-data banner and any warnings from metrics.json."""
+    """Title, run identity, a failed run's banner (status.json), the synthetic-data banner and any warnings from
+    metrics.json."""
     m = run.metrics
     meta = [f"kind: {run.kind}", f"evaluated split: {m.get('split', 'n/a')}"]
     if m.get("config_hash"):
@@ -176,6 +177,10 @@ def title_block(run: RunData) -> str:
         f'<p class="meta">{esc(" · ".join(meta))}</p>',
         "</header>",
     ]
+    if (run.status or {}).get("status") == "failed":
+        parts.append(f'<div class="warning" id="failed-banner"><strong>This run failed</strong> after writing its '
+                     f'metrics: {esc(run.status.get("error") or "no error recorded")} (traceback in run.log). The '
+                     'sections below show what it wrote.</div>')
     if run.synthetic:
         parts.append(f'<div class="banner" id="synthetic-banner">{esc(SYNTHETIC_BANNER)}</div>')
     if m.get("protocol") == "report":

@@ -44,7 +44,8 @@ def test_bad_values_name_the_key():
         load_config(None, IchConfig, ["optim.name=adamx"])
     with pytest.raises(ConfigError, match=r"^loss\.class_weights: expected 6 values"):
         load_config(None, IchConfig, ["loss.class_weights=[1,2]"])
-    with pytest.raises(ConfigError, match=r"^data\.split: expected three"):
+    with pytest.raises(ConfigError, match=r"^data\.split: expected values summing to 1, got \[0\.5, 0\.5, 0\.5\] "
+                                          r"\(sum 1\.5\)"):
         load_config(None, IchConfig, ["data.split=[0.5,0.5,0.5]"])
 
 

@@ -3,6 +3,7 @@ redraws, the CLI's summary, and the traceback of a run that fails)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def test_cli_run_writes_run_log_with_the_summary(cache, capsys) -> None:
     assert "\r" not in text                                            # no progress-bar redraws
     assert text.rstrip().endswith(printed.strip().splitlines()[-1])   # the summary the terminal showed
     assert "micro_f1" in text
+    status = json.loads((rd / "status.json").read_text(encoding="utf-8"))
+    assert status["status"] == "finished" and "error" not in status
 
 
 def test_a_failed_run_leaves_its_traceback_in_run_log(cache, monkeypatch) -> None:
@@ -48,4 +51,5 @@ def test_a_failed_run_leaves_its_traceback_in_run_log(cache, monkeypatch) -> Non
     text = (rd / "run.log").read_text(encoding="utf-8")
     assert "ERROR medtasks.api: phe_classify failed: RuntimeError: evaluation broke" in text
     assert "Traceback (most recent call last)" in text and "in broken" in text
+    assert json.loads((rd / "status.json").read_text(encoding="utf-8"))["error"] == "RuntimeError: evaluation broke"
     assert logging.getLogger("medtasks").level == logging.NOTSET       # the run left logging as it found it

@@ -245,6 +245,27 @@ def test_errors_name_the_run_and_the_fix(runs: dict[str, Path], tmp_path: Path) 
     assert not fewer.exists()  # nothing written when the runs cannot be compared
 
 
+def test_a_failed_run_is_named_as_failed(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A run whose status.json says failed and that lacks predictions.csv: the failed run and its log are named;
+    the same files missing without a status (a run from before statuses) keep the missing-file error."""
+    from medtasks.compare import RunNotFinished
+
+    failed = _copy(runs["good"], tmp_path / "failed")
+    for name in ("predictions.csv", "metrics.json"):
+        (failed / name).unlink()
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "started": "2024-01-01T12:00:00",
+                                                    "error": "RuntimeError: training broke"}))
+    with pytest.raises(RunNotFinished) as exc:
+        compare_runs([runs["weak"], failed], tmp_path / "out", progress=False)
+    assert str(exc.value) == f"{failed} is a failed run (RuntimeError: training broke): see {failed / 'run.log'}"
+    (failed / "status.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"failed: metrics\.json not found"):
+        compare_runs([runs["weak"], failed], tmp_path / "out", progress=False)
+    finished = _copy(runs["good"], tmp_path / "finished")
+    (finished / "status.json").write_text(json.dumps({"status": "finished"}))
+    assert compare_runs([runs["weak"], finished], tmp_path / "out", n_boot=20, progress=False).is_file()
+
+
 def test_resampled_auc_equals_sklearn_with_ties() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 80)

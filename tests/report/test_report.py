@@ -203,6 +203,35 @@ def test_missing_metrics_is_a_clear_error(run_dir_factory) -> None:
         render_report(run)
 
 
+def _status(run: Path, status: str, error: str | None = None) -> None:
+    data = {"status": status, "started": "2024-01-01T12:00:00", "updated": "2024-01-01T12:05:00"}
+    (run / "status.json").write_text(json.dumps({**data, **({"error": error} if error else {})}))
+
+
+def test_a_failed_run_without_metrics_is_named_as_failed(run_dir_factory) -> None:
+    from medtasks.rundir import FailedRunError
+
+    run = run_dir_factory()
+    (run / "metrics.json").unlink()
+    _status(run, "failed", "RuntimeError: CUDA out of memory")
+    with pytest.raises(FailedRunError) as exc:
+        render_report(run)
+    assert str(exc.value) == f"{run} is a failed run (RuntimeError: CUDA out of memory): see {run / 'run.log'}"
+    assert not (run / "report.html").exists()
+
+
+def test_a_failed_run_with_metrics_renders_with_a_banner(run_dir_factory) -> None:
+    """It failed after evaluation (e.g. drawing a figure): what it wrote is shown, under a banner saying so."""
+    run = run_dir_factory()
+    _status(run, "failed", "ValueError: <figure> broke")
+    html = render_report(run).read_text(encoding="utf-8")
+    assert 'id="failed-banner"' in html and "ValueError: &lt;figure&gt; broke" in html
+    _status(run, "finished")
+    assert 'id="failed-banner"' not in render_report(run).read_text(encoding="utf-8")
+    (run / "status.json").unlink()   # a run made before statuses were recorded
+    assert 'id="failed-banner"' not in render_report(run).read_text(encoding="utf-8")
+
+
 def test_registry_rejects_duplicate_kind() -> None:
     with pytest.raises(ValueError, match="already registered"):
         SECTIONS.register("multilabel")(lambda run, fig_dir: [])

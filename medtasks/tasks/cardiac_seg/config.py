@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from medtasks.config import ConfigError
+import medtasks.losses  # noqa: F401  (registers the losses gate_model.loss is checked against)
+import medtasks.models  # noqa: F401  (registers the networks gate_model.model is checked against)
+from medtasks.config import ConfigError, checked
+from medtasks.registry import LOSSES, MODELS
 from medtasks.schema import EvalConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import check_lesion_eval
 from medtasks.transforms.postprocess import LesionPostprocessConfig
@@ -19,29 +22,33 @@ class SegStageConfig:
     """One SwinUNETR branch: its network, patches, loss, optimiser and stopping rule."""
 
     model: Literal["swinunetr", "basic_unet_3d"] = "swinunetr"   # the report's SwinUNETR; basic_unet_3d: CPU demos
-    feature_size: int = 48
+    feature_size: int = checked(48, ge=1)
     patch: int = 96                          # cubic patch side (multiple of 32)
-    num_samples: int = 2                     # patches drawn per volume per step (RandCropByLabelClassesd)
-    ratios: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # patch centre odds per class
+    num_samples: int = checked(2, ge=1)      # patches drawn per volume per step (RandCropByLabelClassesd)
+    # patch centre odds per class (class12: background, myocardium, valve; class3: background, calcium)
+    ratios: list[float] = checked(factory=lambda: [1.0, 1.0, 1.0], each=True, ge=0)
     loss: Literal["dice_ce", "tversky", "dice_focal"] = "dice_ce"
-    tversky_alpha: float = 0.3               # tversky: weight of false positives
-    tversky_beta: float = 0.7                # tversky: weight of false negatives (> alpha leans to recall)
+    tversky_alpha: float = checked(0.3, ge=0)   # tversky: weight of false positives
+    tversky_beta: float = checked(0.7, ge=0)    # tversky: weight of false negatives (> alpha leans to recall)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"   # the report: AdamW
-    lr: float = 1.0e-4
-    weight_decay: float = 1.0e-5
-    momentum: float = 0.9                    # sgd only
+    lr: float = checked(1.0e-4, gt=0)
+    weight_decay: float = checked(1.0e-5, ge=0)
+    momentum: float = checked(0.9, ge=0, lt=1)   # sgd only
     scheduler: Literal["plateau", "cosine", "none"] = "none"   # the report: a constant learning rate
-    epochs: int = 300
-    patience: int = 20                       # epochs without a better validation score
-    steps_per_epoch: Optional[int] = None
-    batch_size: int = 1
+    epochs: int = checked(300, ge=1)
+    patience: int = checked(20, ge=0)        # epochs without a better validation score
+    steps_per_epoch: Optional[int] = checked(None, ge=1)
+    batch_size: int = checked(1, ge=1)
     use_checkpoint: bool = False             # gradient checkpointing (GPU memory)
-    negatives_per_positive: Optional[float] = None   # training volumes without the target class per one with it
+    # training volumes without the target class per one with it
+    negatives_per_positive: Optional[float] = checked(None, ge=0)
                                                      # (null = all; class3: the report trained "mostly on positives")
     ignore_classes: list[int] = field(default_factory=list)   # class12 only: label values left out of the loss
                                                      # ([] = class 3 relabelled background; report: [0, 3])
 
     def validate(self) -> None:
+        if not any(r > 0 for r in self.ratios):
+            raise ConfigError(f"ratios: expected at least one class with odds > 0, got {self.ratios}")
         if self.model == "swinunetr":
             if self.patch < 64 or self.patch % 32:
                 raise ConfigError(f"patch: SwinUNETR needs a multiple of 32 of at least 64 (it downsamples 5 times), "
@@ -61,19 +68,20 @@ class SegStageConfig:
 
 @dataclass
 class GateModelConfig:
-    model: str = "resnet10_3d"               # registered 3-D classifier (the report's ResNet-10), 2 logits
-    size: int = 128                          # the volume is resized to size^3 (the report: 128^3)
-    negatives_per_positive: float = 2.0      # report: all 10 positives + 20 sampled negatives
-    loss: str = "cross_entropy"              # registered loss on the 2 logits (the report: CE)
+    # registered 3-D classifier (the report's ResNet-10), 2 logits
+    model: str = checked("resnet10_3d", options=MODELS)
+    size: int = checked(128, ge=8)           # the volume is resized to size^3 (the report: 128^3)
+    negatives_per_positive: float = checked(2.0, ge=0)   # report: all 10 positives + 20 sampled negatives
+    loss: str = checked("cross_entropy", options=LOSSES)   # registered loss on the 2 logits (the report: CE)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1.0e-4
-    weight_decay: float = 1.0e-5
-    momentum: float = 0.9                    # sgd only
+    lr: float = checked(1.0e-4, gt=0)
+    weight_decay: float = checked(1.0e-5, ge=0)
+    momentum: float = checked(0.9, ge=0, lt=1)   # sgd only
     scheduler: Literal["plateau", "cosine", "none"] = "none"
-    epochs: int = 50
-    patience: int = 10
-    steps_per_epoch: Optional[int] = None
-    batch_size: int = 1
+    epochs: int = checked(50, ge=1)
+    patience: int = checked(10, ge=0)
+    steps_per_epoch: Optional[int] = checked(None, ge=1)
+    batch_size: int = checked(1, ge=1)
     enabled: bool = True                     # false: no classifier (gate modes always / seg_presence only)
 
 
@@ -82,27 +90,33 @@ class CardiacInputConfig:
     hu_min: float = -1000.0                  # ScaleIntensityRanged a_min .. a_max -> 0 .. 1
     hu_max: float = 2000.0
     clip: bool = True                        # clip to [0, 1] outside the window (MONAI's default, the report's: false)
-    spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # class-1/2 branch (class 3: native)
+    # mm, class-1/2 branch (class 3: native)
+    spacing: list[float] = checked(factory=lambda: [1.0, 1.0, 1.0], length=3, each=True, gt=0)
+
+    def validate(self) -> None:
+        if not self.hu_min < self.hu_max:
+            raise ConfigError(f"hu_min: expected hu_min < hu_max, got {self.hu_min} / {self.hu_max}")
 
 
 @dataclass
 class CardiacInferConfig:
-    overlap: float = 0.25                    # sliding-window overlap
-    sw_batch_size: int = 1                   # windows per forward pass (memory)
+    overlap: float = checked(0.25, ge=0, lt=1)   # sliding-window overlap
+    sw_batch_size: int = checked(1, ge=1)    # windows per forward pass (memory)
     mode: Literal["constant", "gaussian"] = "gaussian"
     gate: Literal["always", "classifier", "seg_presence"] = "seg_presence"   # the report's final choice
-    min_calcium_voxels: int = 3              # seg_presence: k
-    classifier_threshold: float = 0.5
+    min_calcium_voxels: int = checked(3, ge=0)   # seg_presence: k
+    classifier_threshold: float = checked(0.5, ge=0, le=1)
 
 
 @dataclass
 class CardiacEvalConfig(EvalConfig):
     tta_supported = False
     connectivity: int = 3                    # calcium lesions: 26-connected components in 3-D
-    save_masks: bool = True                  # masks/<patient>_pred.nii.gz (the input's space)
+    save_masks: bool = True                  # masks/<patient>.nii.gz (the input's space)
     iou_threshold: float = 0.5               # lesions.csv: the IoU matching rule beside any-overlap
     lesion_table: bool = True                # lesions.csv: one row per true / predicted calcium lesion
-    nsd_tolerance_mm: float = 2.0            # normalised surface Dice per class: boundary within 2 mm counts
+    # normalised surface Dice per class: boundary within 2 mm counts
+    nsd_tolerance_mm: float = checked(2.0, ge=0)
 
     def validate(self) -> None:
         super().validate()
@@ -111,11 +125,11 @@ class CardiacEvalConfig(EvalConfig):
 
 @dataclass
 class CardiacSynthConfig:
-    n_patients: int = 20
-    calcium_fraction: float = 0.2
-    shape: list[int] = field(default_factory=lambda: [96, 96, 64])          # voxels (x, y, z)
-    spacing: list[float] = field(default_factory=lambda: [0.8, 0.8, 1.5])   # mm
-    seed: int = 0
+    n_patients: int = checked(20, ge=1)
+    calcium_fraction: float = checked(0.2, ge=0, le=1)
+    shape: list[int] = checked(factory=lambda: [96, 96, 64], length=3, each=True, ge=16)   # voxels (x, y, z)
+    spacing: list[float] = checked(factory=lambda: [0.8, 0.8, 1.5], length=3, each=True, gt=0)   # mm
+    seed: int = checked(0, ge=0)
 
 
 @dataclass
@@ -140,3 +154,7 @@ class CardiacSegConfig(RunConfig):
             raise ConfigError(f"stages: choose from class12, class3, gate (got {self.stages})")
         if self.class3.ignore_classes:
             raise ConfigError("class3.ignore_classes: the calcium branch is binary (label == 3); leave it []")
+        for stage, n, names in (("class12", 3, "background, myocardium, valve"), ("class3", 2, "background, calcium")):
+            ratios = getattr(self, stage).ratios
+            if len(ratios) != n:
+                raise ConfigError(f"{stage}.ratios: expected {n} patch-centre odds ({names}), got {ratios}")

@@ -62,6 +62,9 @@ class IchClassify(ClassificationTask):
                 progress: bool = True) -> PrepareResult:
         """RSNA layout (``stage_2_train/ID_*.dcm`` + ``stage_2_train.csv``) -> manifest + rejected.csv."""
         source, out = Path(source), Path(out)
+        if not source.is_dir():  # before the label file: "no label file" would send the user the wrong way
+            raise FileNotFoundError(f"{source}: the source folder does not exist (or is not a folder); pass the RSNA "
+                                    f"release's folder (stage_2_train/ and stage_2_train.csv)")
         if labels is None and (source / "stage_2_train.csv").is_file():
             labels = source / "stage_2_train.csv"
         if labels is None:
@@ -172,6 +175,37 @@ class IchClassify(ClassificationTask):
             out["not_in_the_file"].append("the stage-2 sequence head (sequence/): medtasks refines each slice's "
                                           "logits from its series after this network; the file gives stage 1")
         return out
+
+    def bundle_inputs(self, run) -> dict[str, Any]:
+        """MONAI bundle inputs: every CT slice of ``dataset_dir`` with its series position ``z`` (and 2.5-D
+        neighbours) from :func:`~medtasks.transforms.bundle.ct_series_datalist`, windowed and normalised by
+        ``LoadCTWindowsd`` as :meth:`build_transforms` (``predict``); ``z`` reaches the network through MONAI's
+        ``PrepareBatchExtraInput``."""
+        inp = self.cfg.input
+        mean, std = self.state.get("norm_mean"), self.state.get("norm_std")
+        load = {"_target_": "medtasks.transforms.ct_load.LoadCTWindowsd", "keys": "image",
+                "windows": [[float(lv), float(w)] for lv, w in inp.windows], "size": int(inp.size),
+                "mean": mean, "std": std}
+        return dict(
+            datalist=f"$medtasks.transforms.bundle.ct_series_datalist(@dataset_dir, context={int(inp.context)})",
+            preprocessing=[load], prepare_batch={"_target_": "PrepareBatchExtraInput", "extra_keys": ["z"]},
+            batch_size=self.cfg.eval.batch_size, data_type="dicom", modality="CT",
+            inputs_doc=("single-slice head-CT DICOM files (*.dcm, any folder depth), whole series: each slice's "
+                        "position input z is its rank in its series' z range, so a folder with part of a series "
+                        "gives other z values (as medtasks predict on that folder would)"),
+            medtasks_components={
+                "medtasks.transforms.bundle.ct_series_datalist": (
+                    "the inputs with z = (Z - min Z) / (max Z - min Z) over each slice's series (0.5 for one slice) "
+                    "and the 2.5-D neighbours: both depend on the whole series, which no per-item MONAI transform "
+                    "sees"),
+                "medtasks.transforms.ct_load.LoadCTWindowsd": (
+                    "HU from the stored pixels with the RSNA wrapped-pixel fix, medtasks' area resize, the CT "
+                    "windows and the fitted channel normalisation in one step; MONAI's PydicomReader has no RSNA fix "
+                    "and its Resized(mode='area') differs from medtasks' resize at non-integer ratios (512 -> 224)")},
+            packages=("pydicom", "opencv-python-headless"),
+            notes=["`case_id` is the slice's SOPInstanceUID (medtasks predict's case_id); predict's other id columns "
+                   "(patient, series, z_normalized) are not repeated. Files predict rejects are left out with a "
+                   "log line."])
 
     def mixup_alpha(self) -> float:
         return float(self.cfg.loss.mixup_alpha)

@@ -9,9 +9,11 @@ in the shared format, and the evaluation below.
 Evaluation writes ``predictions.csv`` (one row per box at ``eval.conf``, a ``none`` row per image
 without one), ``classification_report.txt`` (image-level: an image is positive when it has a box
 >= ``eval.conf``), ``figures/extra_boxes_{tp,fp,fn}.png`` and returns the metrics: ultralytics'
-validator figures (mAP50, mAP50-95, P, R, PR curve) and ours with patient-bootstrap CIs (AP50 and
-mAP50-95 from :mod:`medtasks.metrics.detection`; the image-level table from
-:func:`medtasks.metrics.summary.binary_summary`, scored by each image's highest box confidence).
+validator figures (mAP50, mAP50-95, P, R, PR curve), ours with patient-bootstrap CIs (AP50 and
+mAP50-95 from :mod:`medtasks.metrics.detection`: ultralytics' AP on per-slice matches), COCO's own mAP
+(pycocotools' ``COCOeval`` on the same detections: AP@[.5:.95], AP50, AP75, under ``coco``; papers quote it)
+and the image-level table from :func:`medtasks.metrics.summary.binary_summary`, scored by each image's
+highest box confidence.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from sklearn.metrics import classification_report
 from medtasks.data.manifest import Rejected
 from medtasks.engine.runtime import seed_everything
 from medtasks.engine.trainer import FitResult
-from medtasks.engine.yolo import predict_yolo, train_yolo, validate_yolo
+from medtasks.engine.yolo import predict_yolo, train_yolo, ultralytics_compute_ap, validate_yolo
 from medtasks.io.atomic import copy_file_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from medtasks.io.images import read_grey
 from medtasks.io.voc import parse_boxes, voc_to_yolo, write_yolo_labels
 from medtasks.metrics.bootstrap import bootstrap_ci, fmt_value
-from medtasks.metrics.detection import ap_fn, ap_from_matches, match_image
+from medtasks.metrics.detection import ap_fn, ap_from_matches, coco_map, match_image
 from medtasks.metrics.summary import binary_summary
 from medtasks.rundir import RunDir
 from medtasks.tasks.contract import Task
@@ -184,8 +186,8 @@ class DetectionTask(Task):
         return [sidecar]
 
     # ---- predict ------------------------------------------------------------------------------
-    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None
-                      ) -> pd.DataFrame:
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None,
+                      probabilities: bool = False) -> pd.DataFrame:
         """One row per predicted box (``class_id = none`` for a slice without one), the notes' columns."""
         e, c = self.cfg.eval, self.cfg.detect
         preds = predict_yolo(run / "checkpoints" / "best.pt", list(df["image"]), imgsz=c.imgsz, conf=e.conf,
@@ -223,8 +225,10 @@ def evaluate_detection(task: DetectionTask, run: RunDir, df: pd.DataFrame) -> di
     matches = [match_image(d, tb) for d, tb in zip(dets, truths)]
     groups = test["patient_id"].astype(str).to_numpy()
     n_boot, seed = e.n_boot, task.cfg.seed
-    ap50 = bootstrap_ci(ap_fn(matches, 0), groups, n_boot=n_boot, seed=seed)
-    ap_all = bootstrap_ci(ap_fn(matches, None), groups, n_boot=n_boot, seed=seed)
+    compute_ap = ultralytics_compute_ap()
+    ap50 = bootstrap_ci(ap_fn(matches, 0, compute_ap=compute_ap), groups, n_boot=n_boot, seed=seed)
+    ap_all = bootstrap_ci(ap_fn(matches, None, compute_ap=compute_ap), groups, n_boot=n_boot, seed=seed)
+    coco = coco_map(dets, truths)
 
     # predictions.csv: boxes at eval.conf (NMS already ran on all boxes; a higher floor removes, never adds)
     keep = raw[(raw["class_id"] == "none") | (raw["confidence"] >= e.conf)]
@@ -248,16 +252,18 @@ def evaluate_detection(task: DetectionTask, run: RunDir, df: pd.DataFrame) -> di
     overlays = write_box_overlays(task, run, test, truths, dets, y, yp, score)
     headline = {"ap50": ap50, "map50_95": ap_all,
                 **{f"image_{k}": image["headline"][k] for k in IMAGE_HEADLINE if k in image["headline"]}}
-    log.info("%s %s: AP50 %s (ultralytics mAP50 %s), mAP50-95 %s (ultralytics %s); image accuracy %s", task.name,
-             split, *map(fmt_value, (ap50["value"], ul["map50"], ap_all["value"], ul["map50_95"], image["accuracy"])))
+    log.info("%s %s: AP50 %s (ultralytics mAP50 %s), mAP50-95 %s (ultralytics %s; COCO %s); image accuracy %s",
+             task.name, split, *map(fmt_value, (ap50["value"], ul["map50"], ap_all["value"], ul["map50_95"],
+                                                coco["map50_95"], image["accuracy"])))
     ul["pr_curve"] = _thin(ul.get("pr_curve") or {})
     return {"split": split, "n": int(len(test)), "n_patients": int(len(set(groups))),
             "n_boxes_true": int(sum(len(b) for b in truths)), "conf": e.conf, "val_conf": e.val_conf,
-            "headline": headline, "ultralytics": ul, "image_level": {k: v for k, v in image.items() if k != "headline"},
+            "headline": headline, "ultralytics": ul, "coco": coco,
+            "image_level": {k: v for k, v in image.items() if k != "headline"},
             "confusion_matrix": [[int(((y == 0) & (yp == 0)).sum()), int(((y == 0) & (yp == 1)).sum())],
                                  [int(((y == 1) & (yp == 0)).sum()), int(((y == 1) & (yp == 1)).sum())]],
             "classification_report": classification_report(y, yp, output_dict=True, **kw),
-            "ap50_check": {"ours": ap_from_matches(matches, 0), "ultralytics": ul["map50"]},
+            "ap50_check": {"ours": ap_from_matches(matches, 0, compute_ap=compute_ap), "ultralytics": ul["map50"]},
             "overlays": overlays}
 
 

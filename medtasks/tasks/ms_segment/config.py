@@ -5,10 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from medtasks.config import ConfigError
+from medtasks.config import ConfigError, checked
+from medtasks.registry import did_you_mean
 from medtasks.schema import AugmentConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig, check_lesion_eval
 from medtasks.transforms.postprocess import LesionPostprocessConfig
+
+
+def smp_encoders() -> list[str]:
+    """segmentation-models-pytorch's encoder names (what ``model.encoder`` is checked against)."""
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
 
 
 @dataclass
@@ -16,15 +24,15 @@ class MsModelConfig:
     name: Literal["ms_unet", "smp_unet"] = "ms_unet"
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "leaky_relu"
     order: Literal["bn_act", "act_bn"] = "bn_act"
-    convs_per_block: int = 2
-    max_channels: int = 1024
+    convs_per_block: int = checked(2, ge=1, le=4, note="the report tried 2, 3, 4")
+    max_channels: int = checked(1024, ge=1)
     softmax_head: bool = False
-    base_channels: int = 64                 # first block's width (the report: 64); the CPU demo narrows it
-    encoder: str = "resnet34"               # smp_unet only (the comparison network)
+    base_channels: int = checked(64, ge=1)  # first block's width (the report: 64); the CPU demo narrows it
+    encoder: str = "resnet34"               # smp_unet only (the comparison network): an smp encoder name
 
     def validate(self) -> None:
-        if self.convs_per_block not in (1, 2, 3, 4):
-            raise ConfigError(f"convs_per_block: expected 1-4 (the report tried 2, 3, 4), got {self.convs_per_block}")
+        if self.name == "smp_unet" and self.encoder not in (names := smp_encoders()):
+            raise ConfigError(f"encoder: unknown smp encoder {self.encoder!r}.{did_you_mean(self.encoder, names)}")
         if self.max_channels < self.base_channels:
             raise ConfigError(f"max_channels: {self.max_channels} is below base_channels {self.base_channels}")
 
@@ -33,16 +41,17 @@ class MsModelConfig:
 class MsInputConfig:
     size: int = 256                         # square side the network sees; metrics at the volume's own grid
     channels: Literal["replicate", "context"] = "replicate"   # grey x3 (the report) or 2.5-D neighbours
-    context: int = 1                        # neighbours per side when channels=context (3 channels for 1)
+    # neighbours per side when channels=context (3 channels for 1)
+    context: int = checked(1, ge=0)
     normalize: Literal["zscore", "percentile", "none"] = "zscore"   # per volume, over the non-zero (brain) voxels
-    empty_slice_fraction: float = 1.0       # share of lesion-free slices kept for training (1 = all)
-    min_brain_fraction: float = 0.02        # slices with less brain than this (of the slice) are skipped
+    # share of lesion-free slices kept for training (1 = all)
+    empty_slice_fraction: float = checked(1.0, ge=0, le=1)
+    # slices with less brain than this (of the slice) are skipped
+    min_brain_fraction: float = checked(0.02, ge=0, le=1)
 
     def validate(self) -> None:
         if self.size < 32 or self.size % 16:
             raise ConfigError(f"size: expected a multiple of 16 (>= 32), got {self.size}")
-        if not 0.0 <= self.empty_slice_fraction <= 1.0:
-            raise ConfigError(f"empty_slice_fraction: expected [0, 1], got {self.empty_slice_fraction}")
 
     @property
     def n_channels(self) -> int:
@@ -55,7 +64,7 @@ class MsEvalConfig(SegEvalConfig):
     connectivity: int = 2                   # lesions: 3-D connected components, 2 = 18-connectivity (ISBI 2015)
     min_area: int = 1                       # slice call for the per-slice classification check
     save_masks: bool = True                 # masks/<subject>_<timepoint>.nii.gz of the evaluated volumes
-    overlays: int = 8
+    overlays: int = checked(8, ge=0)
     raters: bool = True                     # mask2 vs mask1 agreement when the manifest has mask2
     iou_threshold: float = 0.5              # the report's lesion rule: a match needs IoU > this (beside ISBI overlap)
     lesion_table: bool = True               # lesions.csv: one row per true / predicted lesion of the evaluated split
@@ -67,9 +76,9 @@ class MsEvalConfig(SegEvalConfig):
 
 @dataclass
 class MsSynthConfig:
-    n_subjects: int = 12
-    timepoints: int = 2
-    seed: int = 0
+    n_subjects: int = checked(12, ge=1)
+    timepoints: int = checked(2, ge=1)
+    seed: int = checked(0, ge=0)
 
 
 @dataclass

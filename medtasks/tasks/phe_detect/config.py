@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from medtasks.config import ConfigError
+from medtasks.config import ConfigError, checked
 from medtasks.schema import EvalConfig, RunConfig
 from medtasks.tasks.sources.phe_sich import PheSynthConfig
 
@@ -15,29 +15,31 @@ class DetectModelConfig:
     # a yaml shipped in ultralytics (from scratch) or a local .pt (never downloaded)
     model: str = "yolov8n.yaml"
     imgsz: int = 512                        # ultralytics' letterboxed input side
-    workers: int = 2                        # ultralytics' dataloader workers
+    workers: int = checked(2, ge=0)         # ultralytics' dataloader workers
     plots: bool = True                      # ultralytics' own training plots (results.png, label stats)
     extra: dict[str, Any] = field(default_factory=dict)   # any other ultralytics train argument (lr0, mosaic, ...)
 
     def validate(self) -> None:
         if self.imgsz < 32 or self.imgsz % 32:
             raise ConfigError(f"imgsz: expected a multiple of 32 (YOLO's stride), got {self.imgsz}")
+        # the form only: whether a local .pt exists is checked when training starts (a run's recorded config
+        # must stay readable after the file that started it has moved)
+        if "://" in self.model:
+            raise ConfigError(f"model: {self.model!r} is a URL; medtasks never downloads weights: give a model "
+                              "yaml (yolov8n.yaml) or a local .pt")
+        if not self.model.lower().endswith((".yaml", ".yml", ".pt")):
+            raise ConfigError(f"model: expected a model .yaml (e.g. yolov8n.yaml) or a local .pt checkpoint, "
+                              f"got {self.model!r}")
 
 
 @dataclass
 class DetectEvalConfig(EvalConfig):
     tta_supported = False
-    conf: float = 0.25                      # image-level call and predictions.csv: boxes with confidence >= conf
-    iou: float = 0.7                        # NMS IoU
-    val_conf: float = 0.001                 # confidence floor for mAP (ultralytics' validator default)
-    overlays: int = 4                       # images per overlay grid (TP / FP / FN)
-
-    def validate(self) -> None:
-        super().validate()
-        for name in ("conf", "iou", "val_conf"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name}: expected a value in [0, 1], got {v}")
+    # image-level call and predictions.csv: boxes with confidence >= conf
+    conf: float = checked(0.25, ge=0, le=1)
+    iou: float = checked(0.7, ge=0, le=1)   # NMS IoU
+    val_conf: float = checked(0.001, ge=0, le=1)   # confidence floor for mAP (ultralytics' validator default)
+    overlays: int = checked(4, ge=0)        # images per overlay grid (TP / FP / FN)
 
 
 @dataclass

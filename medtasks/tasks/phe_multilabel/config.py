@@ -5,25 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from medtasks.config import ConfigError
+import medtasks.losses  # noqa: F401  (registers the losses loss.name is checked against)
+from medtasks.config import ConfigError, checked
 from medtasks.data.phe_sich import MULTILABELS
+from medtasks.registry import LOSSES
 from medtasks.tasks.kinds.grey_config import GreyClassifierConfig
 from medtasks.tasks.sources.phe_sich import PheSynthConfig
 
 
 @dataclass
 class MultiLossConfig:
-    name: str = "weighted_bce"
+    name: str = checked("weighted_bce", options=LOSSES)   # a registered loss taking one weight per label
     pos_weight: Optional[list[float]] = None   # one per label (notes: [1.0, 1.0, 2.0] when SAH is weak)
-    label_smoothing: float = 0.0
+    label_smoothing: float = checked(0.0, ge=0, lt=1)
 
     def validate(self) -> None:
         if self.pos_weight is not None and (len(self.pos_weight) != len(MULTILABELS)
                                             or not all(w > 0 for w in self.pos_weight)):
             raise ConfigError(f"pos_weight: expected {len(MULTILABELS)} positive numbers ({', '.join(MULTILABELS)}) "
                               f"or null, got {self.pos_weight}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass

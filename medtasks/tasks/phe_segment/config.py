@@ -5,16 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from medtasks.config import ConfigError
+from medtasks.config import ConfigError, checked
 from medtasks.schema import AugmentConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
 from medtasks.tasks.sources.phe_sich import PheSynthConfig
 
 
+def smp_encoders() -> list[str]:
+    """segmentation-models-pytorch's encoder names (what ``model.encoder`` is checked against)."""
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
+
+
 @dataclass
 class SegModelConfig:
     name: Literal["smp_unet"] = "smp_unet"
-    encoder: str = "resnet34"               # any segmentation-models-pytorch encoder name
+    # any segmentation-models-pytorch encoder name
+    encoder: str = checked("resnet34", options=smp_encoders, what="smp encoder")
     encoder_weights: Optional[Literal["imagenet"]] = None   # downloads the encoder's weights (needs network)
     weights: Optional[str] = None           # a saved whole-network state dict (e.g. a medtasks best.pt)
 
@@ -24,29 +32,23 @@ class SegInputConfig:
     source: Literal["jpg", "png", "nifti"] = "jpg"  # JPG slice + JPG mask (SubdatasetB, the notes'), PNG slice + PNG
                                              # mask (SubdatasetC label folder, when present), or NIfTI axial slices
     size: int = 256                          # square side the model sees; metrics are computed at native size
-    channels: int = 3                        # grey replicated (3 = what ImageNet encoders expect)
+    channels: int = checked(3, ge=1)         # grey replicated (3 = what ImageNet encoders expect)
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"
-    norm_samples: int = 256
+    norm_samples: int = checked(256, ge=1)
     window_level: float = 40.0               # NIfTI (HU) only: the brain window the PNGs were exported with
-    window_width: float = 80.0
+    window_width: float = checked(80.0, gt=0)
 
     def validate(self) -> None:
         if self.size < 32 or self.size % 32:
             raise ConfigError(f"size: a U-Net with 5 downsamplings needs a multiple of 32 (>= 32), got {self.size}")
-        if self.window_width <= 0:
-            raise ConfigError(f"window_width: expected > 0, got {self.window_width}")
 
 
 @dataclass
 class PheSegEvalConfig(SegEvalConfig):
     spacing_from_header: bool = True         # HD95/ASSD/NSD in mm from the row's NIfTI header (nifti_volume) when
                                              # it has one, whatever input.source (the slices share its grid)
-    pixel_spacing_mm: Optional[float] = None # else this (PHE-SICH: ~0.5 mm); null and no header = pixels
-
-    def validate(self) -> None:
-        super().validate()
-        if self.pixel_spacing_mm is not None and not self.pixel_spacing_mm > 0:
-            raise ConfigError(f"pixel_spacing_mm: expected > 0 mm or null, got {self.pixel_spacing_mm}")
+    pixel_spacing_mm: Optional[float] = checked(None, gt=0)   # else this (PHE-SICH: ~0.5 mm); null and no
+                                             # header = pixels
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from medtasks.config import to_dict
+from medtasks.config import checked, to_dict
 from medtasks.data.manifest import Rejected
 from medtasks.data.phe_sich import index_phe_sich, parse_slice_name, write_phe_manifest
 from medtasks.io import images
@@ -29,10 +29,10 @@ PHE_LABEL_NOTE = ("Label = perihematomal edema (PHE): phe = 1 when the slice's a
 class PheSynthConfig:
     """Embedded default: :func:`medtasks.synth.phe_sich.generate_phe_sich` parameters."""
 
-    n_patients: int = 20
-    matrix: int = 512
-    slices: tuple[int, int] = (26, 32)
-    seed: int = 0
+    n_patients: int = checked(20, ge=1)
+    matrix: int = checked(512, ge=32)
+    slices: tuple[int, int] = checked((26, 32), length=2, each=True, ge=1, ascending=True, what="(min, max) slices")
+    seed: int = checked(0, ge=0)
 
 
 def find_images(source: Path) -> tuple[pd.DataFrame, Rejected]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from medtasks.config import ConfigError
+from medtasks.config import ConfigError, checked
 from medtasks.tasks.kinds.grey_config import GradCamConfig, GreyClassifierConfig, GreyInputConfig, GreyModelConfig
 
 
@@ -17,7 +17,6 @@ class XrayModelConfig(GreyModelConfig):
     freeze: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        super().validate()
         if self.transfer == "partial" and not self.freeze:
             raise ConfigError("freeze: transfer=partial needs the modules to freeze, e.g. ['backbone.features.1-30']")
         if self.transfer != "partial" and self.freeze:
@@ -32,17 +31,11 @@ class XrayInputConfig(GreyInputConfig):
 @dataclass
 class XrayLossConfig:
     name: Literal["ce", "weighted_ce", "focal"] = "ce"
-    class_weights: Optional[list[float]] = None   # weighted_ce: [w_normal, w_pneumonia]; null = balanced from train
-    gamma: float = 2.0                      # focal
-    alpha: Optional[float] = None           # focal: weight of the pneumonia class (1 - alpha for normal); null = none
-
-    def validate(self) -> None:
-        if self.class_weights is not None and (len(self.class_weights) != 2 or min(self.class_weights) <= 0):
-            raise ConfigError(f"class_weights: expected [w_normal, w_pneumonia] > 0, got {self.class_weights}")
-        if self.gamma < 0:
-            raise ConfigError(f"gamma: expected >= 0, got {self.gamma}")
-        if self.alpha is not None and not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha: expected a value in (0, 1) or null, got {self.alpha}")
+    # weighted_ce: [w_normal, w_pneumonia]; null = balanced from train
+    class_weights: Optional[list[float]] = checked(None, length=2, each=True, gt=0, note="[w_normal, w_pneumonia]")
+    gamma: float = checked(2.0, ge=0)       # focal
+    # focal: weight of the pneumonia class (1 - alpha for normal); null = none
+    alpha: Optional[float] = checked(None, gt=0, lt=1)
 
 
 @dataclass
@@ -61,12 +54,12 @@ class ResplitConfig:
 class XraySynthConfig:
     """Embedded default: :func:`medtasks.synth.chest_xray.generate_chest_xray` parameters."""
 
-    n_children: int = 150
-    images_per_child: tuple[int, int] = (1, 3)
-    pneumonia_fraction: float = 0.6
-    size: int = 256
-    dicom: int = 4
-    seed: int = 0
+    n_children: int = checked(150, ge=2)
+    images_per_child: tuple[int, int] = checked((1, 3), each=True, ge=1, ascending=True)   # [min, max]
+    pneumonia_fraction: float = checked(0.6, ge=0, le=1)
+    size: int = checked(256, ge=32)         # pixels
+    dicom: int = checked(4, ge=0)           # images also written as DICOM
+    seed: int = checked(0, ge=0)
 
 
 @dataclass

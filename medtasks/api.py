@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from medtasks.config import from_dict, load_config, to_dict
 from medtasks.data.manifest import Rejected
-from medtasks.io.atomic import write_csv_atomic
 from medtasks.paths import cache_dir, config_dir  # noqa: F401  (public: api.cache_dir, api.config_dir)
 from medtasks.registry import TASKS
-from medtasks.rundir import RunDir, RunLog, append_run_log
+from medtasks.rundir import FINISHED, RUNNING, RunDir, RunLog
 from medtasks.tasks.contract import Task, write_rejected
 
 log = logging.getLogger(__name__)
@@ -94,6 +92,10 @@ def run(task_name: str, manifest: str | Path | None = None, config: str | Path |
 
     No manifest (and none in the config) -> the embedded synthetic default with the demo profile.
     ``protocol="report"`` lays ``<task>.report.yaml`` (the source report's protocol) over the config.
+
+    It fails before any work, and before a run directory exists, on a bad config value (``ConfigError`` naming the
+    key) or a manifest that cannot be used (``ManifestError`` naming the file). Once the run directory exists, its
+    ``status.json`` says ``running``, then ``failed`` (the error; the traceback in ``run.log``) or ``finished``.
     """
     with RunLog() as run_log:
         return _run(run_log, task_name, manifest, config, overrides, runs_dir, resume, progress, protocol)
@@ -157,16 +159,19 @@ def _run(run_log: RunLog, task_name: str, manifest: str | Path | None, config: s
             rd, task = RunDir(Path(path)), cls(cfg)
         if main:
             log.info("run directory: %s", rd.path)
+            if resume is not None:
+                rd.set_status(RUNNING)
         try:
             fit = task.train(rd, df, resume=resume is not None, progress=progress)
             if not main:
                 return rd, {}
             metrics = task.evaluate(rd, df, fit, warnings)
             render_report(rd.path)
-        except BaseException as exc:  # one line on the terminal; the traceback in run.log; then on to the caller
+            rd.set_status(FINISHED)
+        except BaseException as exc:  # one line on the terminal; the traceback in run.log; status failed; re-raise
             if main:
                 log.error("%s failed: %s: %s (traceback in %s)", task_name, type(exc).__name__, exc, rd / "run.log")
-                append_run_log(rd, traceback.format_exc())
+                rd.mark_failed(exc)
             raise
     return rd, metrics
 
@@ -175,7 +180,10 @@ def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path]
                record: RunDir | None = None) -> tuple[str, Any, Any, list[str]]:
     """Rank 0's part of a new run: data (synthetic or the manifest; a reproduced run's own split manifest), the
     run directory, its config, env, split manifest and rejected list; returns what every rank needs (path,
-    config, split frame, warnings)."""
+    config, split frame, warnings).
+
+    The manifest is read and checked (required columns, labels) and split before the run directory is made, so an
+    unusable manifest leaves no directory behind; a failure after that marks the directory failed."""
     from medtasks.engine import distributed
     from medtasks.engine.runtime import select_device
 
@@ -189,24 +197,29 @@ def _setup_run(run_log: RunLog, task: Task, cfg_path: Path, overlays: list[Path]
     else:
         manifest_path = Path(cfg.data.manifest)
         rejected = Rejected.read(manifest_path.with_name(manifest_path.stem + ".rejected.csv"))
+    df = task.load_manifest(manifest_path)   # ManifestError naming the file and the missing columns: no directory yet
+    df, warnings = task.make_splits(df)
     profile = "-".join([cfg_path.name.removesuffix(".yaml")] + [o.name.split(".")[1] for o in overlays])
     if record is not None:
         profile = "reproduce"
-    rd = RunDir.create(runs_dir, task.name, profile.replace(".", "-"))
+    rd = RunDir.create(runs_dir, task.name, profile.replace(".", "-"))   # status.json: running
     run_log.open(rd / "run.log")
-    rd.write_config(resolved_dict(task))
-    extra = {}
-    if distributed.is_distributed():
-        import torch.distributed as dist
+    try:
+        rd.write_config(resolved_dict(task))
+        extra = {}
+        if distributed.is_distributed():
+            import torch.distributed as dist
 
-        extra = {"distributed": {"world_size": distributed.world_size(), "backend": dist.get_backend(),
-                                 "local_world_size": distributed.local_world_size(),
-                                 "launch": distributed.launch_key()}}
-    rd.write_env(cfg.seed, str(select_device(cfg.train.device)), extra)
-    df = task.load_manifest(manifest_path)
-    df, warnings = task.make_splits(df)
-    task.write_manifest(rd, df)
-    write_rejected(rd / "rejected.csv", rejected)
+            extra = {"distributed": {"world_size": distributed.world_size(), "backend": dist.get_backend(),
+                                     "local_world_size": distributed.local_world_size(),
+                                     "launch": distributed.launch_key()}}
+        rd.write_env(cfg.seed, str(select_device(cfg.train.device)), extra)
+        task.write_manifest(rd, df)
+        write_rejected(rd / "rejected.csv", rejected)
+    except BaseException as exc:
+        log.error("%s failed: %s: %s (traceback in %s)", task.name, type(exc).__name__, exc, rd / "run.log")
+        rd.mark_failed(exc)
+        raise
     return str(rd.path), cfg, df, warnings
 
 
@@ -259,6 +272,7 @@ def reproduce(run_dir: str | Path, runs_dir: str | Path | None = None, tolerance
     from medtasks.rundir import environment
 
     orig = RunDir.open(run_dir)
+    orig.check_finished()
     if not (orig / "metrics.json").is_file():
         raise FileNotFoundError(f"{orig / 'metrics.json'} not found: {orig.path} did not finish; nothing to compare")
     task_name = orig.read_config().get("task", "")
@@ -303,30 +317,47 @@ def _restarted_run(runs_dir: str | Path, task_name: str) -> str | None:
 
 
 def prepare(task_name: str, source: str | Path, out: str | Path, **options: Any):
-    """Turn a public dataset's own layout into a manifest (+ ``<stem>.rejected.csv``)."""
+    """Turn a public dataset's own layout into a manifest (+ ``<stem>.rejected.csv``).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist (checked first, for every task: before a label file or the
+            layout is looked for).
+        ValueError: ``source`` is a file; ``prepare`` reads a dataset's folder.
+    """
     cls = get_task_class(task_name)
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"--source {source}: the source folder does not exist"
+                                f"{f' ({source.resolve()})' if not source.is_absolute() else ''}; pass the folder "
+                                f"of the downloaded dataset (`medtasks prepare {task_name} --source <folder> "
+                                f"--out <manifest.csv>`)")
+    if not source.is_dir():
+        raise ValueError(f"--source {source}: is a file, not a folder; pass the folder of the downloaded dataset "
+                         f"(a label file goes to --labels)")
     task = cls(load_config(None, cls.Config))
-    return task.prepare(Path(source), Path(out), **options)
+    return task.prepare(source, Path(out), **options)
 
 
 def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: str | Path | None = None,
-            progress: bool = True) -> Path:
-    """Predict with a trained run on new inputs; returns the output folder."""
+            progress: bool = True, probabilities: bool = False, store: str | None = None) -> Path:
+    """Predict with a trained run on new inputs; returns the output folder (:mod:`medtasks.predict`).
+
+    ``input_path``: a file or folder, or ``dicomweb:<base-url>/studies/<uid>[/series/<uid>]`` (retrieved into a
+    temporary folder, credentials from the environment or netrc). ``probabilities`` (segmentation tasks): write
+    the probability maps beside the masks. ``store``: a DICOMweb base URL the DICOM outputs (SEG, or a
+    classifier's SR) are sent to with STOW-RS; ``predict.json`` records the input, the outputs and what was stored.
+    """
+    from medtasks.predict import predict_into
+    from medtasks.rundir import FAILED
+
     rd = RunDir.open(run_dir)
+    if (rd.read_status() or {}).get("status") == FAILED:
+        rd.check_finished()      # a failed run's checkpoints are not a model to use: the clear message
     task = task_from_run(rd)
     if task.name != task_name:
         raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
     out_dir = Path(out) if out else rd / "predict" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    df, rejected = task.predict_inputs(Path(input_path))
-    write_rejected(out_dir / "rejected.csv", rejected)
-    if df.empty:
-        raise ValueError(f"{input_path}: no usable input ({len(rejected)} rejected; see {out_dir / 'rejected.csv'})")
-    frame = task.predict_frame(rd, df, progress=progress, out_dir=out_dir)
-    write_csv_atomic(frame, out_dir / "predictions.csv")
-    task.write_predict_outputs(frame, out_dir)
-    log.info("predicted %d cases (%d rejected) -> %s", len(frame), len(rejected), out_dir)
-    return out_dir
+    return predict_into(task, rd, input_path, out_dir, progress=progress, probabilities=probabilities, store=store)
 
 
 def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None = None, n_inputs: int = 8
@@ -335,6 +366,7 @@ def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None
     checked against torch on the run's own test inputs (see :mod:`medtasks.engine.export`); returns the folder and
     the sidecars."""
     rd = RunDir.open(run_dir)
+    rd.check_finished()
     task = task_from_run(rd)
     if task.name != task_name:
         raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
@@ -343,16 +375,18 @@ def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None
 
 
 def evaluate(task_name: str, run_dir: str | Path, manifest: str | Path, split: str | None = None,
-             out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+             out: str | Path | None = None, by: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
     """External evaluation of a trained run on another labelled manifest, into ``<run>/evaluate/<timestamp>/``
-    (see :mod:`medtasks.evaluate`); returns the folder and its metrics."""
+    (see :mod:`medtasks.evaluate`); ``by``: manifest columns for subgroup tables (:mod:`medtasks.subgroups`).
+    Returns the folder and its metrics."""
     from medtasks.evaluate import evaluate_run
 
     rd = RunDir.open(run_dir)
+    rd.check_finished()
     task = task_from_run(rd)
     if task.name != task_name:
         raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")
-    return evaluate_run(task, rd, manifest, split=split, out=out)
+    return evaluate_run(task, rd, manifest, split=split, out=out, by=list(by))
 
 
 def report(run_dir: str | Path) -> Path:

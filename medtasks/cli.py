@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -50,8 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     pd_ = sub.add_parser("predict", help="predict with a trained run on a file or folder")
     pd_.add_argument("task")
     pd_.add_argument("--run", required=True, help="run directory")
-    pd_.add_argument("--input", required=True, help="input file or folder (ich_classify: DICOM)")
+    pd_.add_argument("--input", required=True,
+                     help="input file or folder (ich_classify: DICOM), or dicomweb:<base-url>/studies/<uid>"
+                          "[/series/<uid>] (credentials: MEDTASKS_DICOMWEB_TOKEN, or _USER + _PASSWORD, or netrc)")
     pd_.add_argument("--out", help="output folder (default: <run>/predict/<timestamp>)")
+    pd_.add_argument("--store", metavar="BASE_URL",
+                     help="send the DICOM outputs (SEG of segmentation tasks, SR of classifiers) to this DICOMweb "
+                          "server with STOW-RS, e.g. https://pacs.example.org/dicom-web")
+    pd_.add_argument("--probabilities", action="store_true",
+                     help="segmentation tasks: also write the probability maps (probabilities/<case>.nii.gz or .png)")
 
     rp = sub.add_parser("report", help="re-render report.html from a run directory")
     rp.add_argument("run_dir")
@@ -63,12 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--manifest", required=True, help="labelled manifest (the task's schema), e.g. another hospital's")
     ev.add_argument("--split", help="only the rows of this split (default: every row)")
     ev.add_argument("--out", help="output folder (default: <run>/evaluate/<timestamp>)")
+    ev.add_argument("--by", action="append", default=[], metavar="COLUMN",
+                    help="subgroup tables by this manifest column (sex, age, manufacturer, site, ...; repeatable): "
+                         "every metric per value with its CI and the difference to the rest")
 
     ex = sub.add_parser("export", help="the trained network as TorchScript or ONNX + a JSON preprocessing contract, "
-                                       "checked against torch on the run's own test inputs")
+                                       "checked against torch on the run's own test inputs; or a MONAI bundle")
     ex.add_argument("task")
     ex.add_argument("--run", required=True, help="run directory")
-    ex.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    ex.add_argument("--format", required=True, choices=("torchscript", "onnx", "bundle"))
     ex.add_argument("--out", help="output folder (default: <run>/export/<format>)")
     ex.add_argument("--n-inputs", type=int, default=8, help="test rows the parity check runs on (default 8)")
 
@@ -85,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
 
     b = sub.add_parser("bench",
-                       help="ich_classify: input pipeline vs bare decode; ms_segment: network FPS vs smp / MONAI")
+                       help="ich_classify: input pipeline vs bare decode and vs the same steps as MONAI transforms; "
+                            "ms_segment: network FPS vs smp / MONAI")
     b.add_argument("task")
     b.add_argument("--input", help="folder of inputs (default: synthetic files)")
     b.add_argument("--n", type=int, default=None, help="number of files (default 200); ms_segment: frames (default 16)")
@@ -183,14 +195,21 @@ def main(argv: list[str] | None = None) -> int:
             res = api.prepare(args.task, args.source, args.out, **opts)
             print(f"manifest: {res.manifest} ({res.n_rows} rows); rejected: {res.rejected} ({res.n_rejected} rows)")
         elif args.command == "predict":
-            out = api.predict(args.task, args.run, args.input, args.out)
+            out = api.predict(args.task, args.run, args.input, args.out, probabilities=args.probabilities,
+                              store=args.store)
             print(f"predictions: {out / 'predictions.csv'}")
+            record = json.loads((out / "predict.json").read_text(encoding="utf-8"))
+            for rel in record.get("dicom_outputs", []):
+                print(f"DICOM: {out / rel}")
+            if "stored" in record:
+                print(f"stored {len(record['stored']['sop_instance_uids'])} object(s) on {record['stored']['server']}")
         elif args.command == "report":
             print(f"report: {api.report(args.run_dir)}")
         elif args.command == "evaluate":
             from medtasks.report.text import run_summary
 
-            out, metrics = api.evaluate(args.task, args.run, args.manifest, split=args.split, out=args.out)
+            out, metrics = api.evaluate(args.task, args.run, args.manifest, split=args.split, out=args.out,
+                                        by=args.by)
             print(f"{run_summary(args.task, metrics)}\n\nexternal evaluation: {(out / 'report.html').resolve()}")
         elif args.command == "export":
             from medtasks.engine.export import describe

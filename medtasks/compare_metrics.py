@@ -283,3 +283,52 @@ class SegmentationMetrics(MetricSet):
             fns[(f"per_image_{m}", OVERALL)] = per_image(m)
             fns[(f"per_patient_{m}", OVERALL)] = per_patient(m)
         return fns
+
+
+@COMPARE_METRICS.register("segmentation_classes")
+class ClassSegmentationMetrics(MetricSet):
+    """Multi-class segmentation scored per class, from a per-case ``predictions.csv`` with ``dice_<class>``
+    columns (cardiac_seg's layout; metrics.json ``layout: cardiac``): for each class the mean Dice over the
+    cases where the class is in truth or prediction (a case where it is in neither holds NaN and is left out,
+    as the run's own metrics.json), and, with ``gate_open`` / ``has_calcium`` columns, the gate's accuracy."""
+
+    @staticmethod
+    def classes(df: pd.DataFrame) -> list[str]:
+        return [c.removeprefix("dice_") for c in df.columns if c.startswith("dice_")]
+
+    @classmethod
+    def problems(cls, df: pd.DataFrame, labels: Sequence[str]) -> str | None:
+        if not cls.classes(df):
+            return "lacks dice_<class> columns; the per-class segmentation metrics need them (cardiac_seg's layout)."
+        for c in cls.classes(df):
+            v = pd.to_numeric(df[f"dice_{c}"], errors="coerce")
+            if not v.dropna().between(0.0, 1.0).all():
+                return f"column dice_{c} must hold values in [0, 1] (or be empty where the class is absent)."
+        return None
+
+    @classmethod
+    def truth_columns(cls, df: pd.DataFrame, labels: Sequence[str]) -> list[str]:
+        return ["has_calcium"] if "has_calcium" in df.columns else []
+
+    @classmethod
+    def build(cls, run: AlignedRun) -> dict[MetricKey, MetricFn]:
+        df = run.frame
+
+        def mean_dice(values: np.ndarray) -> MetricFn:
+            def fn(idx: np.ndarray) -> float:
+                v = values[idx]
+                v = v[~np.isnan(v)]
+                if not v.size:
+                    raise ValueError("the class is in no case of this sample")
+                return float(v.mean())
+
+            return fn
+
+        fns: dict[MetricKey, MetricFn] = {("dice", c): mean_dice(pd.to_numeric(df[f"dice_{c}"], errors="coerce")
+                                                                  .to_numpy(dtype=np.float64))
+                                          for c in cls.classes(df)}
+        if {"gate_open", "has_calcium"} <= set(df.columns):
+            hit = (df["gate_open"].astype(str).str.lower().isin(("true", "1")).to_numpy(dtype=int)
+                   == df["has_calcium"].to_numpy(dtype=int)).astype(np.float64)
+            fns[("gate_accuracy", OVERALL)] = lambda idx: float(hit[idx].mean())
+        return fns

@@ -7,7 +7,9 @@ one is an error naming it), label columns holding only 0 / 1 (otherwise an error
 column), and every file the rows name (a missing one becomes a ``rejected.csv`` row with the reason, and the
 evaluation goes on without it). The task's own ``evaluate`` then writes ``predictions.csv``,
 ``metrics.json`` (with patient-resampled CIs) and the figures into the evaluation folder, and
-``report.html`` is rendered there, marked as an external evaluation naming the manifest.
+``report.html`` is rendered there, marked as an external evaluation naming the manifest. ``--by <column>``
+adds subgroup tables (:mod:`medtasks.subgroups`: ``subgroups.csv``, ``metrics.json`` ``subgroups``, a report
+section with a forest plot).
 
 The evaluation folder reads the trained model's files (checkpoints, folds, stage folders, the sequence head
 and what training recorded) from ``R`` through :class:`EvaluationDir` and writes everything else to itself.
@@ -26,6 +28,7 @@ import pandas as pd
 
 from medtasks.data.manifest import ManifestError, Rejected
 from medtasks.rundir import RunDir
+from medtasks.subgroups import subgroup_analysis, subgroup_values
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,9 @@ def check_rows(task: Any, df: pd.DataFrame, manifest: Path) -> tuple[pd.DataFram
 
 
 def evaluate_run(task: Any, rd: RunDir, manifest: str | Path, split: str | None = None,
-                 out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """External evaluation of ``rd``'s model on ``manifest``; returns the folder and its metrics."""
+                 out: str | Path | None = None, by: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """External evaluation of ``rd``'s model on ``manifest``; returns the folder and its metrics. ``by``: manifest
+    columns to tabulate subgroups by (:mod:`medtasks.subgroups`)."""
     from medtasks.engine.runtime import select_device
     from medtasks.io.atomic import copy_file_atomic, write_csv_atomic, write_json_atomic
     from medtasks.report import render_report
@@ -100,6 +104,7 @@ def evaluate_run(task: Any, rd: RunDir, manifest: str | Path, split: str | None 
     df, rejected = check_rows(task, df, manifest)
     if df.empty:
         raise ManifestError(f"manifest {manifest}: no usable rows ({len(rejected)} rejected: missing files)")
+    values = subgroup_values(task, df, list(by)) if by else {}   # a bad --by column fails before any inference
     df = df.assign(split=task.cfg.eval.split)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(out) if out else rd.path / "evaluate" / stamp
@@ -122,5 +127,9 @@ def evaluate_run(task: Any, rd: RunDir, manifest: str | Path, split: str | None 
         metrics["external_evaluation"] = {"run": str(rd.path.resolve()), "manifest": str(manifest.resolve()),
                                           "split": split, "n_rows": len(df), "n_rejected": len(rejected)}
         write_json_atomic(folder / "metrics.json", metrics)
+        if values:
+            metrics["subgroups"] = subgroup_analysis(folder, values, n_boot=int(task.cfg.eval.n_boot),
+                                                     seed=int(task.cfg.seed))
+            write_json_atomic(folder / "metrics.json", metrics)
         render_report(folder)
     return folder, metrics

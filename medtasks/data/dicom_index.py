@@ -38,7 +38,8 @@ def index_dicoms(source: Path, workers: int | None = None, progress: bool = True
         raise FileNotFoundError(f"{source}: no .dcm files found")
     rows, rejected = scan_files(paths, partial(read_header, modality=modality, require_position=True),
                                 workers=workers, desc="reading DICOM headers", progress=progress, journal=journal)
-    cols = ["patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "z", "path"]
+    cols = ["patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "z", "path",
+            "manufacturer", "manufacturer_model", "sex", "age"]   # the last four: --by columns where present
     df = pd.DataFrame(rows, columns=cols).rename(columns={"z": "Z"})
     dup = df.duplicated("sop_instance_uid", keep="first")
     for p in df.loc[dup, "path"]:

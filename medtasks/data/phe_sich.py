@@ -15,8 +15,12 @@ and ``13_02`` are one slice (the release's ``013_xx.xml`` quirk pairs). Two file
 a slice: the canonical name (``0013_02``) is kept, else the first sorted; the other is
 ``duplicate``. A numbered folder (``image13``) naming another patient than its file: ``id_mismatch``.
 
-Row columns: :data:`SLICE_COLUMNS`, then MedInfo's joined by patient id (``medinfo_<col>`` on a
-name clash). ``has_phe`` = 1 when the XML has >= 1 ``<object>`` (the notes' label); without XML
+Row columns: :data:`SLICE_COLUMNS`, then MedInfo's per-patient fields joined by patient id, under
+canonical names (:data:`MEDINFO_FIELDS`: ``sex``, ``age``, ``hemorrhage_type``, ``hematoma_expansion``, for
+``medtasks evaluate --by``). Only those are kept: any other MedInfo column (a name, a birth date, a hospital
+number ...) never enters a manifest; the names of the columns left out are logged.
+
+``has_phe`` = 1 when the XML has >= 1 ``<object>`` (the notes' label); without XML
 it comes from the mask, without both it is empty. ``boxes`` = JSON ``[[xmin,ymin,xmax,ymax],..]``
 (``"[]"`` negative, ``""`` no XML). ``mask_pixels`` = non-zero mask pixels (masks are decoded,
 images only opened for their header). ``warning`` = ``;``-joined tokens of a kept row:
@@ -64,6 +68,10 @@ _SLICE_RE = re.compile(r"^(\d+)_(\d+)$")
 _NAME_RE = re.compile(r"^(\d+)(?:_(\d+))?$")
 _FOLDER_RE = re.compile(r"^(?:image|label|annotation|mask)s?_?(\d+)$", re.IGNORECASE)
 _MEDINFO_ID = ("id", "patientid", "patient", "caseid", "case", "no", "number")
+# MedInfo columns kept in the manifest (canonical name: accepted headers, letters only, lower case)
+MEDINFO_FIELDS = {"sex": ("sex", "gender"), "age": ("age", "ageyears", "ageyear"),
+                  "hemorrhage_type": ("typeofhemorrhage", "hemorrhagetype", "typeofhaemorrhage", "haemorrhagetype"),
+                  "hematoma_expansion": ("hematomaexpansion", "haematomaexpansion", "expansion")}
 
 
 def parse_slice_name(name: str) -> tuple[int, int] | None:
@@ -237,7 +245,15 @@ def _read_medinfo(source: Path, subsets_parent: Path, rejected: Rejected) -> pd.
     ids = pd.Series([_int_id(v) for v in table[id_col]], index=table.index, dtype=object)
     for line, v in table.loc[ids.isna(), id_col].items():
         rejected.add(path, "bad_name", f"row {line + 2}: {id_col} = {v!r} is not an integer patient id")
-    table = table.assign(patient_id=ids.map(str)).drop(columns=[id_col])[ids.notna()]
+    keep = {}
+    for col, n in zip(table.columns, norm):
+        field = next((f for f, names in MEDINFO_FIELDS.items() if n in names), None)
+        if field is not None and field not in keep.values() and col != id_col:
+            keep[col] = field
+    dropped = [c for c in table.columns if c not in keep and c != id_col]
+    if dropped:
+        log.info("MedInfo: column(s) %s not kept (only %s enter the manifest)", dropped, ", ".join(MEDINFO_FIELDS))
+    table = table[list(keep)].rename(columns=keep).assign(patient_id=ids.map(str))[ids.notna()]
     for pid in table.loc[table["patient_id"].duplicated(), "patient_id"]:
         rejected.add(path, "duplicate", f"MedInfo has more than one row of patient {pid}; the first is used")
     return table.drop_duplicates("patient_id")
@@ -292,8 +308,6 @@ def index_phe_sich(source: str | Path, require: Sequence[str] = ("xml", "mask"),
         df[col] = df[col].astype("Int64")
     medinfo = _read_medinfo(source, _subsets(source)["C"].parent, rejected)
     if medinfo is not None:
-        medinfo = medinfo.rename(columns={c: f"medinfo_{c}" for c in medinfo.columns
-                                          if c in SLICE_COLUMNS and c != "patient_id"})
         unknown = sorted(set(df["patient_id"]) - set(medinfo["patient_id"]), key=int)
         if unknown:
             log.warning("PHE-SICH: %d patient(s) without a MedInfo row: %s", len(unknown), ", ".join(unknown))

@@ -1,4 +1,4 @@
-"""``medtasks export <task> --run R --format torchscript|onnx``: the trained network out of the run directory.
+"""``medtasks export <task> --run R --format torchscript|onnx|bundle``: the trained network out of the run directory.
 
 Each network a task exports (:meth:`~medtasks.tasks.contract.Task.export_networks`) is written as
 ``<out>/<name>.onnx`` (torch's exporter, dynamic batch axis) or ``<out>/<name>.ts`` (TorchScript, traced), with
@@ -10,6 +10,10 @@ Every export is checked on the run's own test inputs before it is kept: the expo
 for ONNX, ``torch.jit.load`` for TorchScript) on a batch of the evaluation split's rows, through the task's own
 preprocessing, and its outputs are compared with the torch network's. A max |diff| above :data:`TOLERANCE`
 removes the file and raises :class:`ExportError`; the diff is printed and written into the sidecar.
+
+``--format bundle`` writes a MONAI bundle instead (the same TorchScript network plus MONAI's inference config,
+metadata and README; runs with ``python -m monai.bundle run``): :mod:`medtasks.engine.bundle`, which reuses the
+trace and parity check here; :meth:`~medtasks.tasks.contract.Task.export` sends that format there.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from medtasks.io.atomic import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 FORMATS = ("torchscript", "onnx")
+BUNDLE = "bundle"         # a MONAI bundle: medtasks.engine.bundle (Task.export sends it there)
 TOLERANCE = 1e-4          # max |diff| of the outputs, exported file vs torch, on the run's own test inputs
 SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
 
@@ -122,7 +127,8 @@ def parity(path: Path, fmt: str, net: ExportedNetwork) -> dict[str, Any]:
 def export_run(task: Any, run: Any, df: Any, fmt: str, out: Path, n_inputs: int = 8) -> list[dict[str, Any]]:
     """Export every network of a trained run in ``fmt`` into ``out``; returns the sidecars written."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+        hint = " (a MONAI bundle: medtasks.engine.bundle.export_bundle)" if fmt == BUNDLE else ""
+        raise ValueError(f"--format {fmt!r}: use one of {', '.join((*FORMATS, BUNDLE))}{hint}")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for net in task.export_networks(run, df, n_inputs):
@@ -150,7 +156,14 @@ def export_run(task: Any, run: Any, df: Any, fmt: str, out: Path, n_inputs: int 
 
 
 def describe(sidecars: list[dict[str, Any]], out: Path) -> str:
-    """Terminal lines: one per exported file with its parity figure."""
+    """Terminal lines: one per exported file with its parity figure (a bundle: its folder and how to run it)."""
+    if sidecars and sidecars[0].get("format") == "bundle":
+        s = sidecars[0]
+        return (f"{out}: MONAI bundle; network {out / s['file']} (weights {out / s['weights']}): max |diff| "
+                f"{s['parity']['max_abs_diff']:.2g} vs torch on {s['parity']['n_inputs']} test inputs; run it with\n"
+                f"  cd {out} && python -m monai.bundle run --config_file {s['config']} --dataset_dir <inputs> "
+                f"--output_dir <outputs>\n  (needs medtasks installed: {', '.join(s['medtasks_components'])}; "
+                f"see {out / 'docs' / 'README.md'})")
     return "\n".join(f"{out / s['file']}: max |diff| {s['parity']['max_abs_diff']:.2g} vs torch on "
                      f"{s['parity']['n_inputs']} test inputs ({s['parity']['checked_with']}); contract: "
                      f"{out / (Path(s['file']).stem + '.json')}" for s in sidecars)

@@ -53,7 +53,8 @@ def _lenient(fn: _F) -> _F:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomReadError", "REASONS", "read_header", "read_hu", "read_stored", "stored_to_hu", "fix_wrapped_pixels"]
+__all__ = ["DicomReadError", "REASONS", "age_years", "read_header", "read_hu", "read_stored", "stored_to_hu",
+           "fix_wrapped_pixels"]
 
 # Suggested remedy per reason code; appended to str(error) so a log line is actionable.
 _FIXES: dict[str, str] = {
@@ -246,7 +247,8 @@ def read_header(
     Returns:
         Dict with keys ``path, sop_instance_uid, series_instance_uid,
         study_instance_uid, patient_id, modality, z, rows, columns,
-        pixel_spacing_row, pixel_spacing_col, transfer_syntax``.
+        pixel_spacing_row, pixel_spacing_col, transfer_syntax``, and for subgroup tables
+        ``manufacturer, manufacturer_model, sex, age`` (:func:`age_years`; ``""`` where absent).
 
     Raises:
         DicomReadError: reason ``unreadable``, ``no_pixel_data``, ``wrong_modality``,
@@ -303,7 +305,27 @@ def read_header(
         "pixel_spacing_row": _float_or_none(spacing[0]) if has_spacing else None,
         "pixel_spacing_col": _float_or_none(spacing[1]) if has_spacing else None,
         "transfer_syntax": str(tsyntax) if tsyntax is not None else "",
+        # subgroup columns (medtasks evaluate --by): scanner, and demographics that identify no one
+        "manufacturer": text("Manufacturer").strip(),
+        "manufacturer_model": text("ManufacturerModelName").strip(),
+        "sex": text("PatientSex").strip().upper(),
+        "age": age_years(text("PatientAge")),
     }
+
+
+def age_years(value: str) -> str:
+    """DICOM PatientAge (``045Y``, ``006M``, ``010W``, ``003D``) as whole years, ``"90+"`` from 90 on (an age
+    of 90 or more is an identifier under HIPAA's Safe Harbor rule), ``""`` when absent or malformed.
+
+    Example:
+        >>> [age_years(v) for v in ("045Y", "018M", "093Y", "", "4OY")]
+        ['45', '1', '90+', '', '']
+    """
+    v = str(value).strip().upper()
+    if len(v) != 4 or not v[:3].isdigit() or v[3] not in "DWMY":
+        return ""
+    years = int(v[:3]) / {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}[v[3]]
+    return "90+" if years >= 90 else str(int(years))
 
 
 @_lenient

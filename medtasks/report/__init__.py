@@ -3,6 +3,10 @@
 The report reads only the files the engine wrote (design §1): ``metrics.json`` is required,
 everything else is optional and its section says "not available" when absent, so a report
 can still be rendered for a run that stopped early or was copied without its manifest.
+A run whose ``status.json`` says it failed (or is still running) and that has no ``metrics.json``
+is named as such (:class:`~medtasks.rundir.FailedRunError`: the error and ``run.log``); a failed
+run that did write its metrics (it failed later, e.g. drawing a figure) is rendered, with a
+banner saying it failed. Run directories without ``status.json`` (older runs) render as before.
 
 Sections that depend on the kind of task come from :data:`SECTIONS`, a registry from kind to
 builder. A builder is ``builder(run: RunData, fig_dir: Path) -> list[str]`` returning HTML
@@ -37,6 +41,8 @@ from medtasks.report import html as _html
 from medtasks.report import multilabel as _multilabel
 from medtasks.report import references as _references
 from medtasks.report import segmentation as _segmentation
+from medtasks.report import subgroups as _subgroups
+from medtasks.rundir import FAILED, FINISHED, FailedRunError, read_status, unfinished_run_message
 
 __all__ = ["render_report", "load_run", "RunData", "SECTIONS", "SectionBuilder"]
 
@@ -71,6 +77,8 @@ class RunData:
         rejected: rejected.csv (possibly empty), or None when absent.
         history: history.csv, or None.
         predictions: predictions.csv, or None.
+        status: Parsed status.json (``status``: running / failed / finished, ``error``), or None for a run
+            directory made before statuses were recorded.
     """
 
     run_dir: Path
@@ -87,6 +95,7 @@ class RunData:
     rejected: pd.DataFrame | None = None
     history: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None
+    status: dict[str, Any] | None = None
 
 
 def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame | None:
@@ -117,12 +126,18 @@ def load_run(run_dir: str | Path) -> RunData:
 
     Raises:
         FileNotFoundError: ``run_dir`` or its ``metrics.json`` does not exist.
+        FailedRunError: (a ``ValueError``) the run failed, or has not finished, before writing metrics.json.
         ValueError: Neither config.resolved.yaml nor metrics.json names the kind.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
+    status = read_status(run_dir)
     metrics = _read_json(run_dir / "metrics.json")
+    if metrics is None and status is not None and status.get("status") != FINISHED:
+        raise FailedRunError(unfinished_run_message(run_dir, status))
+    if status is not None and status.get("status") == FAILED:
+        logger.warning("%s; rendering what it wrote", unfinished_run_message(run_dir, status))
     if metrics is None:
         raise FileNotFoundError(
             f"{run_dir / 'metrics.json'} not found: a report is rendered from a finished run. "
@@ -157,6 +172,7 @@ def load_run(run_dir: str | Path) -> RunData:
         rejected=_read_csv(run_dir / "rejected.csv", dtype=str, keep_default_na=False),
         history=_read_csv(run_dir / "history.csv"),
         predictions=_read_csv(run_dir / "predictions.csv", dtype=ids),
+        status=status,
     )
 
 
@@ -184,6 +200,7 @@ def render_report(run_dir: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: The run directory or its metrics.json is missing.
+        FailedRunError: The run failed (or has not finished) before writing metrics.json.
         UnknownNameError: No section builder is registered for the run's kind (a ``KeyError``).
     """
     run = load_run(run_dir)
@@ -198,6 +215,7 @@ def render_report(run_dir: str | Path) -> Path:
         _html.data_section(run),
         _html.history_section(run, fig_dir),
         *builder(run, fig_dir),
+        *([sub] if (sub := _subgroups.subgroups_section(run, fig_dir)) else []),
     ]
     extras = _html.extra_figures_section(fig_dir)
     if extras:

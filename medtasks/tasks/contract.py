@@ -71,8 +71,10 @@ class Task(ABC):
     required_columns: ClassVar[tuple[str, ...]] = ("patient_id", "path")
     group_column: ClassVar[str] = "patient_id"     # what splits, folds and bootstrap CIs resample by
     input_column: ClassVar[str] = "path"           # the manifest column holding the file `predict` reads
+    case_column: ClassVar[str] = "path"            # the manifest column predictions.csv's case_id comes from
     distributed_training: ClassVar[bool] = True    # trains under torchrun (medtasks.engine.distributed)
     distributed_hint: ClassVar[str] = ""           # what to do instead, when it does not
+    probability_maps: ClassVar[bool] = False       # predict --probabilities writes probability maps (segmentation)
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -111,16 +113,27 @@ class Task(ABC):
 
     @abstractmethod
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True,
-                      out_dir: Path | None = None) -> pd.DataFrame:
+                      out_dir: Path | None = None, probabilities: bool = False) -> pd.DataFrame:
         """One row per input of ``df`` (from :meth:`predict_inputs`) -> ``predictions.csv``; masks and other
-        files go under ``out_dir``."""
+        files go under ``out_dir`` (names: :mod:`medtasks.io.seg_outputs`). ``probabilities`` (segmentation
+        tasks, :attr:`probability_maps`): write the probability maps too."""
 
     def write_predict_outputs(self, frame: pd.DataFrame, out_dir: Path) -> None:
         """Task-specific prediction files beside ``predictions.csv`` (default: none)."""
 
+    def write_dicom_outputs(self, run: RunDir, df: pd.DataFrame, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+        """The DICOM objects ``predict`` made of ``df``'s inputs (``frame``: its rows) for a viewer or a PACS
+        (``predict --store`` sends them with STOW-RS). Default: the DICOM Segmentations ``predict_frame`` wrote
+        (``seg/*.dcm``); a classifier writes one Comprehensive SR per study of DICOM input."""
+        return sorted((Path(out_dir) / "seg").glob("*.dcm"))
+
     def export(self, run: RunDir, df: pd.DataFrame, fmt: str, out: Path, n_inputs: int) -> list[dict[str, Any]]:
         """``medtasks export``: the files and their sidecars (default: :meth:`export_networks` through
-        :func:`medtasks.engine.export.export_run`)."""
+        :func:`medtasks.engine.export.export_run`; ``bundle``: :func:`medtasks.engine.bundle.export_bundle`)."""
+        if fmt == "bundle":
+            from medtasks.engine.bundle import export_bundle
+
+            return export_bundle(self, run, df, Path(out), n_inputs)
         from medtasks.engine.export import export_run
 
         return export_run(self, run, df, fmt, out, n_inputs)
@@ -129,6 +142,24 @@ class Task(ABC):
         """The trained networks for ``medtasks export`` (:class:`medtasks.engine.export.ExportedNetwork`: module,
         example inputs from ``n_inputs`` rows of the run's evaluation split, contract); a kind base implements it."""
         raise ValueError(f"medtasks export does not cover {self.name} yet (kind {self.kind})")
+
+    def bundle_spec(self, run: RunDir, df: pd.DataFrame) -> Any:
+        """``medtasks export --format bundle``: the task's parts of a MONAI bundle
+        (:class:`medtasks.engine.bundle_spec.BundleSpec`: inputs, preprocessing, postprocessing, writers). Default: no
+        bundle; ``ValueError`` with :meth:`bundle_refusal`."""
+        raise ValueError(self.bundle_refusal())
+
+    def bundle_refusal(self) -> str:
+        """Why this task has no MONAI bundle and what to export instead (the kind's reason by default)."""
+        if self.kind == "detection":
+            why = ("its network is an ultralytics YOLO model whose letterboxing and non-maximum suppression run in "
+                   "ultralytics, not in MONAI's bundle engine; export it with --format onnx (ultralytics' exporter, "
+                   "checked in onnxruntime)")
+        else:
+            why = ("its outputs come from several networks combined after inference (stages, a gate, a fusion "
+                   "rule), and a MONAI bundle runs one network; export every stage with --format torchscript or "
+                   "--format onnx: each file's <stage>.json sidecar gives its preprocessing and the fusion rule")
+        return f"--format bundle: {self.name} has no MONAI bundle: {why}"
 
     # ---- manifest and splits ------------------------------------------------------------------
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
@@ -163,6 +194,11 @@ class Task(ABC):
             df.loc[~test, "fold"] = assign_folds(df[~test], self.fold_labels(), cv.folds, group,
                                                  self.cfg.seed).to_numpy()
         return df, warnings
+
+    def case_ids(self, df: pd.DataFrame) -> pd.Series:
+        """The ``predictions.csv`` ``case_id`` of each manifest row of ``df`` (subgroup tables join on it);
+        default the ``case_column``."""
+        return df[self.case_column].astype(str)
 
     def fold_labels(self) -> list[str]:
         """Label columns the CV folds are stratified on (all labels by default)."""

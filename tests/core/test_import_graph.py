@@ -24,8 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("medtasks.engine", "medtasks.rundir", "medtasks.viz"),   # rundir records the engine's device facts
     ("medtasks.tasks",),
     ("medtasks.report",),
-    ("medtasks.compare", "medtasks.compare_metrics", "medtasks.bench", "medtasks.reproduce", "medtasks.evaluate",
-     "medtasks.api"),
+    ("medtasks.compare", "medtasks.compare_metrics", "medtasks.subgroups", "medtasks.bench", "medtasks.reproduce",
+     "medtasks.evaluate", "medtasks.predict", "medtasks.api"),
     ("medtasks.cli", "medtasks.__main__", "medtasks"),
 ]
 

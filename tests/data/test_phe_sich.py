@@ -96,9 +96,11 @@ def test_has_phe_matches_mask_and_boxes_match_xml(indexed) -> None:
 def test_medinfo_joined_by_patient(indexed, source: Path) -> None:
     df, _ = indexed
     medinfo = pd.read_csv(source / "MedInfo.csv", dtype=str).set_index("ID")
-    for pid, types in df.groupby("patient_id")["Type Of Hemorrhage"]:
+    for pid, types in df.groupby("patient_id")["hemorrhage_type"]:
         assert types.unique().tolist() == [medinfo.loc[pid, "Type Of Hemorrhage"]]
-    assert "ID" not in df.columns and "Age" in df.columns
+    for pid, sex in df.groupby("patient_id")["sex"]:
+        assert sex.unique().tolist() == [medinfo.loc[pid, "Gender"]]
+    assert "ID" not in df.columns and {"age", "sex", "hematoma_expansion"} <= set(df.columns)
 
 
 def test_yolo_labels_from_index(indexed, tmp_path: Path) -> None:
@@ -235,7 +237,7 @@ def test_unreadable_files_and_medinfo_xlsx(broken: Path) -> None:
     assert (df.loc[df["patient_id"] == str(a), "nifti_volume"] != "").all()
     assert got["MedInfo.xlsx"][0] == "unreadable"  # a CSV renamed .xlsx is no workbook, with or without openpyxl
     assert "openpyxl" in got["MedInfo.xlsx"][1] or "ImportError" not in got["MedInfo.xlsx"][1]
-    assert "Type Of Hemorrhage" not in df.columns and len(df) == sum(_plans().values()) - 2
+    assert "hemorrhage_type" not in df.columns and len(df) == sum(_plans().values()) - 2
 
 
 def test_medinfo_xlsx_is_read(source: Path, tmp_path: Path) -> None:
@@ -250,5 +252,23 @@ def test_medinfo_xlsx_is_read(source: Path, tmp_path: Path) -> None:
     df, rejected = index_phe_sich(copy, require=("xml",), progress=False)
     assert not [r for r in rejected.rows if "MedInfo" in r["path"]]
     want = table.set_index("ID")["Type Of Hemorrhage"]
-    for pid, types in df.groupby("patient_id")["Type Of Hemorrhage"]:
+    for pid, types in df.groupby("patient_id")["hemorrhage_type"]:
         assert types.unique().tolist() == [want[pid]]
+
+
+def test_medinfo_identifiers_never_enter_the_manifest(source: Path, tmp_path: Path) -> None:
+    """Only sex / age / hemorrhage type / expansion are kept: a name, a birth date or a hospital number in
+    MedInfo never reaches the manifest (for `medtasks evaluate --by sex` and the like)."""
+    import shutil
+
+    copy = tmp_path / "release"
+    shutil.copytree(source, copy)
+    table = pd.read_csv(copy / "MedInfo.csv", dtype=str)
+    table["Patient Name"], table["Date of Birth"], table["Hospital No."] = "DOE^JANE", "19500101", "H-123456"
+    table.to_csv(copy / "MedInfo.csv", index=False)
+    df, _ = index_phe_sich(copy, require=("xml",), progress=False)
+    assert {"sex", "age", "hemorrhage_type", "hematoma_expansion"} <= set(df.columns)
+    assert not {"Patient Name", "Date of Birth", "Hospital No."} & set(df.columns)
+    out, _ = write_phe_manifest(df, tmp_path / "m.csv", Rejected())
+    text = Path(out).read_text()
+    assert "DOE^JANE" not in text and "19500101" not in text and "H-123456" not in text

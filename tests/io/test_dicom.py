@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 HEADER_KEYS = {
     "path", "sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id", "modality",
     "z", "rows", "columns", "pixel_spacing_row", "pixel_spacing_col", "transfer_syntax",
+    "manufacturer", "manufacturer_model", "sex", "age",
 }
 
 
@@ -158,6 +159,20 @@ def test_header_has_no_identifying_fields(tmp_path: Path) -> None:
     values = {str(v) for v in read_header(written).values()}
     assert not any("Doe" in v or "19700101" in v for v in values)
     assert "ID_test" in values
+
+def test_subgroup_fields_of_the_header() -> None:
+    """Manufacturer, model, sex and age (whole years; "90+" from 90, HIPAA Safe Harbor) for --by tables."""
+    path = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    hdr = read_header(path)
+    assert hdr["manufacturer"] == str(ds.Manufacturer).strip() and hdr["manufacturer"]
+    assert hdr["manufacturer_model"] == str(ds.get("ManufacturerModelName", "")).strip()
+    assert hdr["sex"] == str(ds.get("PatientSex", "")).strip().upper()
+    from medtasks.io.dicom import age_years
+
+    assert [age_years(v) for v in ("045Y", "018M", "104W", "400D", "090Y", "089Y", "", "45Y")] == \
+        ["45", "1", "1", "1", "90+", "89", "", ""]
+
 
 def test_ct_small() -> None:
     path = get_testdata_file("CT_small.dcm")

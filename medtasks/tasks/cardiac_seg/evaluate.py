@@ -23,8 +23,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from medtasks.data.volume_inputs import series_files
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
-from medtasks.io.nifti import save_nifti_atomic, voxel_spacing
+from medtasks.io.nifti import voxel_spacing
+from medtasks.io.seg_outputs import MASKS, output_path, save_label_nifti
 from medtasks.metrics.bootstrap import bootstrap_ci
 from medtasks.metrics.lesion_table import LESION_COLUMNS
 from medtasks.metrics.lesions import lesion_detection, pooled_lesion_scores
@@ -38,6 +40,7 @@ from medtasks.tasks.cardiac_seg.calcium import (
 )
 from medtasks.tasks.cardiac_seg.config import CLASSES, STAGES
 from medtasks.tasks.cardiac_seg.infer import GATES, calcium_probability, fuse, predict_stage
+from medtasks.tasks.kinds.volume_outputs import write_volume_outputs
 from medtasks.transforms.postprocess import remove_small_lesions
 
 if TYPE_CHECKING:
@@ -60,17 +63,29 @@ def missing_note(models: dict[str, Any]) -> list[str]:
             if s == "class12" else "no calcium is fused") for s in ("class12", "class3") if models[s] is None]
 
 
-def _predict(task: CardiacSeg, models: dict[str, Any], image: str, min_mm3: float = 0.0) -> dict[str, Any]:
-    """Both branches and the gate's probability for one volume; calcium without its lesions below ``min_mm3``."""
+def _predict(task: CardiacSeg, models: dict[str, Any], image: str, min_mm3: float = 0.0,
+             with_probability: bool = False) -> dict[str, Any]:
+    """Both branches and the gate's probability for one volume; calcium without its lesions below ``min_mm3``.
+    ``with_probability``: ``prob`` ``(x, y, z, 3)``, each branch's softmax probability of myocardium, aortic valve
+    (class12) and calcification (class3), before fusion, gate and size filter (0 for a branch not trained)."""
     t0 = time.perf_counter()
     shape = nib.load(image).shape[:3]
-    base = (predict_stage(task, models["class12"], image, "class12") if models["class12"] is not None
-            else np.zeros(shape, np.uint8))
-    calcium = (predict_stage(task, models["class3"], image, "class3") == 1 if models["class3"] is not None
-               else np.zeros(shape, bool))
+    prob = np.zeros((*shape, len(CLASSES)), np.float32) if with_probability else None
+    base, calcium = np.zeros(shape, np.uint8), np.zeros(shape, bool)
+    if models["class12"] is not None:
+        base = predict_stage(task, models["class12"], image, "class12", with_probability)
+        if with_probability:
+            base, p12 = base
+            prob[..., 0], prob[..., 1] = p12[1], p12[2]
+    if models["class3"] is not None:
+        lab3 = predict_stage(task, models["class3"], image, "class3", with_probability)
+        if with_probability:
+            lab3, p3 = lab3
+            prob[..., 2] = p3[1]
+        calcium = lab3 == 1
     calcium = remove_small_lesions(calcium, min_mm3, voxel_spacing(image), task.cfg.eval.connectivity)
     p = calcium_probability(task, models["gate"], image) if models["gate"] is not None else None
-    return {"base": base, "calcium": calcium, "p_calcium": p, "seconds": time.perf_counter() - t0}
+    return {"base": base, "calcium": calcium, "p_calcium": p, "prob": prob, "seconds": time.perf_counter() - t0}
 
 
 def patient_row(pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...], connectivity: int,
@@ -130,9 +145,8 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
                    "p_calcium": out["p_calcium"], "seconds": round(out["seconds"], 2),
                    **patient_row(fused, true, spacing, e.connectivity, e.nsd_tolerance_mm)}
             if g == chosen and e.save_masks:
-                img = nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine)
-                save_nifti_atomic(img, run / "masks" / f"{r.patient_id}_pred.nii.gz")
-                row["mask"] = f"masks/{r.patient_id}_pred.nii.gz"
+                save_label_nifti(fused, r.image, output_path(run.path, MASKS, str(r.patient_id), "nifti"))
+                row["mask"] = f"{MASKS}/{r.patient_id}.nii.gz"
             if g == chosen and e.lesion_table:
                 lesion_rows.append(calcium_lesions(fused, true, r.patient_id, voxel_spacing(r.image),
                                                    nib.load(r.image).affine, e.connectivity, e.iou_threshold))
@@ -180,24 +194,25 @@ def evaluate_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, fit_result: A
     return metrics
 
 
-def predict_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, out_dir: Path | None, progress: bool = True
-                    ) -> pd.DataFrame:
-    """Fused label maps (``infer.gate``) as NIfTI in each input's space, one row per volume."""
+def predict_cardiac(task: CardiacSeg, run: Any, df: pd.DataFrame, out_dir: Path | None, progress: bool = True,
+                    probabilities: bool = False) -> pd.DataFrame:
+    """Fused label maps (``infer.gate``) in each input's space, one row per volume: ``masks/<case>.nii.gz``,
+    with ``probabilities`` the branches' probabilities (``probabilities/<case>.nii.gz``, 4th axis myocardium /
+    aortic valve / calcification), for a DICOM series a DICOM SEG (``seg/<case>.dcm``, one segment per class)."""
     models = _branches(task, run)
     inf = task.cfg.infer
     gate, min_mm3 = evaluation_gate(task, models), min_calcium_mm3(task)
     rows = []
-    for r in df.itertuples():
-        out = _predict(task, models, r.image, min_mm3)
+    for r in df.to_dict("records"):
+        out = _predict(task, models, r["image"], min_mm3, with_probability=probabilities and out_dir is not None)
         fused, open_ = fuse(out["base"], out["calcium"], gate, inf.min_calcium_voxels, out["p_calcium"],
                             inf.classifier_threshold)
-        row = {"case_id": r.patient_id, "input": r.image, "gate": gate, "gate_open": open_,
+        case = str(r["patient_id"])
+        row = {"case_id": case, "input": r["image"], "gate": gate, "gate_open": open_,
                "p_calcium": out["p_calcium"],
                **{f"voxels_{n}": int((fused == c).sum()) for c, n in CLASSES.items()},
                "min_calcium_mm3": min_mm3, "seconds": round(out["seconds"], 2)}
         if out_dir is not None:
-            path = Path(out_dir) / "masks" / f"{r.patient_id}_pred.nii.gz"
-            save_nifti_atomic(nib.Nifti1Image(fused.astype(np.uint8), nib.load(r.image).affine), path)
-            row["mask"] = str(path.relative_to(out_dir))
+            row.update(write_volume_outputs(task, run, out_dir, case, fused, r["image"], series_files(r), out["prob"]))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -114,8 +114,11 @@ def stage_scores(task: CardiacSeg, stage: str) -> tuple[str, dict[str, Any]]:
 
 
 # ---- prediction in the input's space ----------------------------------------------------------
-def predict_stage(task: CardiacSeg, model: torch.nn.Module, image_path: str, stage: str) -> np.ndarray:
-    """Label map of one stage (argmax) in the input volume's own voxel grid (preprocessing inverted)."""
+def predict_stage(task: CardiacSeg, model: torch.nn.Module, image_path: str, stage: str,
+                  with_probability: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Label map of one stage (argmax) in the input volume's own voxel grid (preprocessing inverted); with
+    ``with_probability`` also its softmax probabilities ``(classes, x, y, z)`` float32 in that grid (linear
+    interpolation back)."""
     from monai.data import MetaTensor
     from monai.inferers import sliding_window_inference
     from monai.transforms import Invertd
@@ -131,7 +134,13 @@ def predict_stage(task: CardiacSeg, model: torch.nn.Module, image_path: str, sta
     labels = logits[0].argmax(0, keepdim=True).to(torch.float32)
     data["pred"] = MetaTensor(labels, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
     inv = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)(data)
-    return np.asarray(inv["pred"][0]).round().astype(np.uint8)
+    out = np.asarray(inv["pred"][0]).round().astype(np.uint8)
+    if not with_probability:
+        return out
+    data["prob"] = MetaTensor(torch.softmax(logits[0].float(), 0), meta=data["image"].meta,
+                              applied_operations=data["image"].applied_operations)
+    prob = Invertd("prob", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(data)["prob"]
+    return out, np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
 
 
 def calcium_probability(task: CardiacSeg, model: torch.nn.Module, image_path: str) -> float:

@@ -54,8 +54,10 @@ import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers models)
 from medtasks.data.cardiac import index_cardiac, write_cardiac_manifest
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
+from medtasks.data.volume_inputs import find_volumes
 from medtasks.engine.trainer import FitResult, Precision, Schedule, TrainingSpec, build_optimizer, fit
 from medtasks.io.atomic import copy_file_atomic
+from medtasks.io.dicom_seg import SegmentSpec
 from medtasks.registry import LOSSES, MODELS
 from medtasks.rundir import RunDir
 from medtasks.synth.cardiac_ct import generate_cardiac_ct
@@ -78,6 +80,12 @@ class CardiacSeg(Task):
     summary = "Cardiac CT (NIfTI) -> myocardium / valve / calcium; SwinUNETR per class group, gated fusion"
     required_columns = ("patient_id", "image", "label")
     input_column = "image"
+    case_column = "patient_id"
+    probability_maps = True
+    dicom_segments = (SegmentSpec(1, "myocardium", "Tissue", "CardiacMuscle"),
+                      SegmentSpec(2, "aortic valve", "AnatomicalStructure", "AorticValve"),
+                      SegmentSpec(3, "aortic valve calcification", "MorphologicallyAbnormalStructure",
+                                  "CalcifiedHeartValve"))
 
     # ---- data ---------------------------------------------------------------------------------
     def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
@@ -277,19 +285,12 @@ class CardiacSeg(Task):
         return nets
 
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
-        source = Path(source)
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: no such file or folder")
-        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        rows, rejected = [], Rejected()
-        for p in files:
-            if p.name.endswith((".nii.gz", ".nii")):
-                rows.append({"image": str(p.resolve()), "patient_id": p.name.split(".nii")[0]})
-            else:
-                rejected.add(p, "unknown_file", "not a NIfTI volume (.nii / .nii.gz)")
-        return pd.DataFrame(rows, columns=["image", "patient_id"]), rejected
+        """NIfTI CT volumes and DICOM CT series under ``source`` (:mod:`medtasks.data.volume_inputs`)."""
+        found, rejected = find_volumes(source)
+        return (found.rename(columns={"volume": "image", "name": "patient_id"})[["image", "patient_id", "dicom_files"]],
+                rejected)
 
-    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None
-                      ) -> pd.DataFrame:
-        return predict_cardiac(self, run, df, out_dir, progress)
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None,
+                      probabilities: bool = False) -> pd.DataFrame:
+        return predict_cardiac(self, run, df, out_dir, progress, probabilities)
 

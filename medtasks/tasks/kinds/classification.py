@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from medtasks.tasks.kinds.cross_validation import train_cv
 from medtasks.tasks.kinds.network import NetworkTask
 
 log = logging.getLogger(__name__)
+
+TTA_NOTE = "test-time augmentation"   # how the export contract names TTA in `not_in_the_file`
 
 
 class ClassificationTask(NetworkTask):
@@ -270,7 +273,7 @@ class ClassificationTask(NetworkTask):
     def export_contract(self, run: RunDir) -> dict[str, Any]:
         out = super().export_contract(run)
         e = self.cfg.eval
-        not_in = [f"test-time augmentation ({e.tta_views} views, {e.tta_average} of probabilities): medtasks' "
+        not_in = [f"{TTA_NOTE} ({e.tta_views} views, {e.tta_average} of probabilities): medtasks' "
                   "evaluate and predict apply it around the network"] if e.tta else []
         out.update(output={"logits": f"(batch, {len(self.labels)}): one logit per label, in `labels` order",
                            "probability": "sigmoid(logits / temperature)",
@@ -278,7 +281,44 @@ class ClassificationTask(NetworkTask):
                    temperature=self.temperature(), thresholds=self.thresholds(), not_in_the_file=not_in)
         return out
 
-    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir=None) -> pd.DataFrame:
+    def write_dicom_outputs(self, run: RunDir, df: pd.DataFrame, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+        """One Comprehensive SR per study of DICOM input (:mod:`medtasks.tasks.kinds.dicom_report`)."""
+        from medtasks.tasks.kinds.dicom_report import classification_reports
+
+        return classification_reports(self, run, df, frame, out_dir)
+
+    def bundle_spec(self, run: RunDir, df: pd.DataFrame) -> Any:
+        """MONAI bundle parts: the task's inputs (:meth:`bundle_inputs`), then temperature, sigmoid and per-label
+        thresholds into ``predictions.csv``. With ``eval.tta`` the traced network runs inside the same
+        :class:`~medtasks.engine.tta.TTAWrapper` predict uses (a medtasks component of ``inference.json``: a batch's
+        rotations fill with its per-channel minimum, which a trace would freeze into a constant). Refused, with the
+        reason, when this run's predictions need more than the network (the export contract's ``not_in_the_file``
+        besides TTA: a stage-2 sequence head): its temperature and thresholds were fitted on those outputs, so a
+        bundle without them would not give ``medtasks predict``'s probabilities or calls."""
+        from medtasks.engine.bundle_spec import classification_outputs, merge_parts
+
+        missing = [m for m in self.export_contract(run).get("not_in_the_file") or [] if not m.startswith(TTA_NOTE)]
+        if missing:
+            raise ValueError(f"--format bundle: this {self.name} run's predictions need more than its network: "
+                             f"{'; '.join(missing)}. A MONAI bundle runs the network alone, so its outputs would not "
+                             f"be medtasks predict's (the temperature and thresholds were fitted with them). Export "
+                             f"the network with --format torchscript or onnx (the sidecar lists what is not in the "
+                             f"file), or bundle a run trained with sequence.enabled=false")
+        e = self.cfg.eval
+        tta = ({"network_wrapper": {"_target_": "medtasks.engine.tta.TTAWrapper", "views": list(e.tta_views),
+                                    "average": e.tta_average},
+                "medtasks_components": {"medtasks.engine.tta.TTAWrapper": (
+                    f"test-time augmentation as medtasks predict runs it ({', '.join(e.tta_views)}, mean of the "
+                    f"{e.tta_average}s): MONAI has no classifier TTA that averages fixed views, and the rotations' "
+                    "fill is each batch's channel minimum, which a TorchScript trace would freeze")},
+                "notes": [f"Test-time augmentation: the original plus {', '.join(e.tta_views)}, mean of the "
+                          f"{e.tta_average}s; the temperature and thresholds were fitted on those outputs."]}
+               if e.tta else {})
+        return merge_parts(self.bundle_inputs(run),
+                           classification_outputs(self.labels, self.temperature(), self.thresholds()), tta)
+
+    def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True, out_dir=None,
+                      probabilities: bool = False) -> pd.DataFrame:
         """Predictions for unlabelled rows (``predict``): ids, prob_*, pred_* (``out_dir``: unused here)."""
         model = self.load_model(run, "best")
         probs = self.infer(model, df.assign(split="predict"), "predict", progress=progress, run=run)

@@ -85,6 +85,34 @@ class GreyImageClassifier(ClassificationTask):
         pos = None if c.pos_weight is None else [c.pos_weight]
         return LOSSES.get(c.name)(class_weights=[1.0], pos_weight=pos, label_smoothing=c.label_smoothing)
 
+    # ---- MONAI bundle (medtasks export --format bundle) ----------------------------------------
+    def bundle_reader(self) -> Any:
+        """The reader ``LoadGreyImaged`` calls in the bundle, as a MONAI config value (default: ``read_grey``)."""
+        return "$medtasks.io.images.read_grey"
+
+    def bundle_files(self) -> tuple[tuple[str, ...], str, str]:
+        """``(suffixes, modality, what dataset_dir holds)`` of the bundle's inputs."""
+        from medtasks.io.images import IMAGE_SUFFIXES
+
+        return IMAGE_SUFFIXES, "CT", (f"2-D slice images ({', '.join(IMAGE_SUFFIXES)}; any folder depth, hidden "
+                                      "files skipped), decoded as medtasks predict decodes them")
+
+    def bundle_inputs(self, run: Any) -> dict[str, Any]:
+        """The grey pipeline of :meth:`build_transforms` (``predict``) over the image files of ``dataset_dir``."""
+        from medtasks.engine.bundle_spec import GREY_COMPONENTS, grey_preprocessing, image_files_datalist
+
+        inp = self.cfg.input
+        suffixes, modality, doc = self.bundle_files()
+        return dict(datalist=image_files_datalist(suffixes), modality=modality, inputs_doc=doc, data_type="image",
+                    preprocessing=grey_preprocessing(self.bundle_reader(), inp.size, inp.channels,
+                                                     self.state.get("norm_mean"), self.state.get("norm_std")),
+                    batch_size=self.cfg.eval.batch_size, medtasks_components=dict(GREY_COMPONENTS),
+                    packages=("opencv-python-headless", "pillow"),
+                    notes=["`case_id` is the input's absolute path, as in medtasks predict's predictions.csv; "
+                           "predict's other id columns (patient_id, ...) are not repeated.",
+                           "A file that cannot be decoded stops the run (medtasks predict lists it in rejected.csv "
+                           "and goes on)."])
+
     # ---- evaluation ---------------------------------------------------------------------------
     def headline(self) -> tuple[str, ...]:
         return HEADLINE

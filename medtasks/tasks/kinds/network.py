@@ -73,6 +73,12 @@ class NetworkTask(Task):
         model = self.load_model(run, "best").cpu().eval()
         return [ExportedNetwork("model", model, inputs, ("image", *extra), contract=self.export_contract(run))]
 
+    def bundle_inputs(self, run: Any) -> dict[str, Any]:
+        """The MONAI bundle's inputs and preprocessing, as ``medtasks predict`` reads and prepares them (fields of
+        :class:`medtasks.engine.bundle_spec.BundleSpec`: ``datalist``, ``preprocessing``, ``data_type``, ``modality``,
+        ``inputs_doc``, ... ); a task with a bundle implements it (default: no bundle, with the reason)."""
+        raise ValueError(self.bundle_refusal())
+
     def split_train_val(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The ``train`` and ``val`` rows; a clear error when either is empty."""
         train_df, val_df = df[df.split == "train"], df[df.split == "val"]

@@ -7,8 +7,8 @@ grey picture overlays are drawn on). Training is :func:`medtasks.engine.trainer.
 best checkpoint chosen by validation Dice; evaluation streams the held-out split batch by batch
 (memory stays bounded on thousands of 512x512 slices): each probability map is resized back to
 the case's native size, thresholded and compared there, so metrics are those of the original
-masks, never of resampled ones. Outputs: ``predictions.csv`` (one row per case),
-``masks/<case>.png`` (predicted masks, native size), ``metrics.json`` (pooled / per-image /
+masks, never of resampled ones. Outputs (names: :mod:`medtasks.io.seg_outputs`): ``predictions.csv`` (one row
+per case), ``masks/<case>.png`` (predicted masks, native size), ``metrics.json`` (pooled / per-image /
 per-patient Dice, IoU, sensitivity, specificity with patient-bootstrap CIs, HD95, ASSD and NSD, the
 pixel confusion matrix, the seg -> classification check) and ``figures/extra_overlays_*.png``.
 
@@ -33,14 +33,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medtasks.data.volume_inputs import series_files
 from medtasks.engine.inference import run_inference
 from medtasks.engine.trainer import FitResult, fit
-from medtasks.io.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from medtasks.io.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from medtasks.io.dicom_seg import SegmentSpec
+from medtasks.io.seg_outputs import MASKS, PROBABILITIES, output_path, save_mask_png, save_probability_png
 from medtasks.metrics.bootstrap import fmt_value
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.rundir import RunDir
 from medtasks.tasks.kinds.network import NetworkTask
 from medtasks.tasks.kinds.slice_spacing import CaseSpacing, resolve_units
+from medtasks.tasks.kinds.volume_outputs import write_volume_outputs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,9 @@ class SegmentationTask(NetworkTask):
     id_columns: tuple[str, ...] = ("patient_id",)
     case_column: str = "image"
     input_column = "image"
+    probability_maps = True
+    # the segment of a DICOM SEG written for DICOM input (SNOMED CT keywords of pydicom's codes.SCT)
+    dicom_segments: tuple[SegmentSpec, ...] = (SegmentSpec(1, "lesion", "MorphologicallyAbnormalStructure", "Lesion"),)
 
     # ---- hooks --------------------------------------------------------------------------------
     @abstractmethod
@@ -104,7 +111,10 @@ class SegmentationTask(NetworkTask):
         """The case's grey image in [0, 1], ``(H, W)`` native resolution (overlays are drawn on it)."""
 
     def native_shape(self, row: pd.Series) -> tuple[int, int]:
-        """``(H, W)`` the probability map is resized back to; default the display image's."""
+        """``(H, W)`` the probability map is resized back to: the row's ``native_h`` / ``native_w`` when it has
+        them (a slice of a volume), else the display image's."""
+        if "native_h" in row.index and "native_w" in row.index:
+            return int(row["native_h"]), int(row["native_w"])
         return tuple(self.display_image(row).shape[-2:])  # type: ignore[return-value]
 
     def case_name(self, row: pd.Series) -> str:
@@ -145,6 +155,18 @@ class SegmentationTask(NetworkTask):
                    threshold=float(self.cfg.eval.threshold), not_in_the_file=[])
         return out
 
+    def bundle_spec(self, run: RunDir, df: pd.DataFrame) -> Any:
+        """MONAI bundle parts: the task's 2-D image inputs (:meth:`bundle_inputs`), then what
+        :meth:`_predict_images` does with a probability map: back to the image's size, ``>= eval.threshold``,
+        ``masks/<case>.png``."""
+        from medtasks.engine.bundle_spec import merge_parts, png_mask_outputs
+
+        return merge_parts(self.bundle_inputs(run), png_mask_outputs(self.cfg.eval.threshold), {"notes": [
+            "The bundle writes the masks; medtasks predict also writes predictions.csv (area, slice call at "
+            f"eval.min_area={self.cfg.eval.min_area} px) and overlays.",
+            "Mask names: the image's file stem (medtasks predict names PHE-SICH slices `<patient:04d>_<slice:02d>`, "
+            "the same stem for the release's files)."]})
+
     # ---- inference ----------------------------------------------------------------------------
     def stream_masks(self, model: torch.nn.Module, df: pd.DataFrame, split: str, consume,
                      progress: bool = False) -> None:
@@ -165,13 +187,21 @@ class SegmentationTask(NetworkTask):
                       amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
                       channels_last=self.cfg.train.channels_last, progress=progress, on_batch=on_batch)
 
-    @staticmethod
-    def write_mask(mask: np.ndarray, path: Path) -> None:
-        from PIL import Image
+    def volume_probability(self, model: torch.nn.Module, volume: str, progress: bool = False) -> np.ndarray:
+        """The probability (float32 ``(x, y, z)``) of every axial slice of the NIfTI ``volume``, each slice through
+        the network as :meth:`loader` prepares split ``"volume"`` (a task predicting volumes overrides it)."""
+        import nibabel as nib
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+        shape = nib.load(str(volume)).shape[:3]
+        prob = np.zeros(shape, np.float32)
+        rows = pd.DataFrame({"image": str(volume), "slice_index": range(shape[2]), "native_h": shape[1],
+                             "native_w": shape[0]})
+
+        def consume(i: int, p: np.ndarray) -> None:
+            prob[:, :, i] = p.T
+
+        self.stream_masks(model, rows, "volume", consume, progress=progress)
+        return prob
 
     # ---- evaluation ---------------------------------------------------------------------------
     def evaluate(self, run: RunDir, df: pd.DataFrame, fit_result: FitResult | None = None,
@@ -202,7 +232,7 @@ class SegmentationTask(NetworkTask):
                            spacing_row_mm=np.nan if sp is None else sp.mm[0],
                            spacing_col_mm=np.nan if sp is None else sp.mm[1])
             if e.save_masks:
-                self.write_mask(pred, run / "masks" / f"{names[i]}.png")
+                save_mask_png(pred, output_path(run.path, MASKS, names[i], "png"))
 
         self.stream_masks(model, test_df, split, consume, progress=True)
         table = pd.DataFrame(rows)
@@ -217,7 +247,7 @@ class SegmentationTask(NetworkTask):
         preds["true_lesion"] = (table["n_true"] > 0).astype(int)
         preds["pred_lesion"] = (table["n_pred"] >= e.min_area).astype(int)
         if e.save_masks:
-            preds["mask"] = [f"masks/{n}.png" for n in names]
+            preds["mask"] = [f"{MASKS}/{n}.png" for n in names]
         write_csv_atomic(preds, run / "predictions.csv")
         write_text_atomic(run / "classification_report.txt", summary["seg_to_classification"].pop("report_text"))
         metrics = self.add_fit_result(self.metrics_header([*(warnings or []), *notes], threshold=e.threshold,
@@ -265,8 +295,38 @@ class SegmentationTask(NetworkTask):
 
     # ---- predict ------------------------------------------------------------------------------
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True,
-                      out_dir: Path | None = None) -> pd.DataFrame:
-        """Per input: predicted lesion area and call; masks (and overlays) written under ``out_dir``."""
+                      out_dir: Path | None = None, probabilities: bool = False) -> pd.DataFrame:
+        """Per input: predicted lesion area and call. A 2-D image gives ``masks/<case>.png`` (and overlays);
+        a volume row (column ``volume``: NIfTI input or a DICOM series) gives the files of
+        :func:`~medtasks.tasks.kinds.volume_outputs.write_volume_outputs` (NIfTI mask, DICOM SEG for DICOM
+        input). ``probabilities``: ``probabilities/<case>.png`` (16-bit) or ``.nii.gz`` too."""
+        df = df.reset_index(drop=True)
+        is_volume = df["volume"].fillna("").astype(str) != "" if "volume" in df.columns else pd.Series(False, df.index)
+        parts = []
+        if (~is_volume).any():
+            parts.append(self._predict_images(run, df[~is_volume], progress, out_dir, probabilities))
+        if is_volume.any():
+            parts.append(self._predict_volumes(run, df[is_volume], progress, out_dir, probabilities))
+        return pd.concat(parts, ignore_index=True)
+
+    def _predict_volumes(self, run: RunDir, df: pd.DataFrame, progress: bool, out_dir: Path | None,
+                         probabilities: bool) -> pd.DataFrame:
+        model = self.load_model(run, "best")
+        rows = []
+        for r in df.to_dict("records"):
+            prob = self.volume_probability(model, r["volume"], progress=progress)
+            mask = prob >= self.cfg.eval.threshold
+            row = {"case_id": r["name"], "input": r["volume"], "pred_area_px": int(mask.sum()),
+                   "pred_lesion": int(mask.sum(axis=(0, 1)).max(initial=0) >= self.cfg.eval.min_area),
+                   "pred_slices": int((mask.sum(axis=(0, 1)) >= self.cfg.eval.min_area).sum())}
+            if out_dir is not None:
+                row.update(write_volume_outputs(self, run, out_dir, str(r["name"]), mask, r["volume"], series_files(r),
+                                                prob if probabilities else None))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _predict_images(self, run: RunDir, df: pd.DataFrame, progress: bool, out_dir: Path | None,
+                        probabilities: bool) -> pd.DataFrame:
         from medtasks.viz.overlays import mask_overlay_grid
 
         e = self.cfg.eval
@@ -279,18 +339,22 @@ class SegmentationTask(NetworkTask):
             mask = prob >= e.threshold
             areas[i] = int(mask.sum())
             if out_dir is not None:
-                self.write_mask(mask, Path(out_dir) / "masks" / f"{names[i]}.png")
+                save_mask_png(mask, output_path(out_dir, MASKS, names[i], "png"))
+                if probabilities:
+                    save_probability_png(prob, output_path(out_dir, PROBABILITIES, names[i], "png"))
                 if i < int(e.overlays):
                     mask_overlay_grid([self.display_image(df.iloc[i])], [None], [mask], [names[i]],
                                       Path(out_dir) / "overlays" / f"{names[i]}.png")
 
         self.stream_masks(model, df, "predict", consume, progress=progress)
-        out = pd.DataFrame({"case_id": df[self.case_column].astype(str)})
+        out = pd.DataFrame({"case_id": names, "input": df[self.case_column].astype(str)})
         for col in self.id_columns:
             if col in df.columns:
                 out[col] = df[col].values
         out["pred_area_px"] = areas
         out["pred_lesion"] = (np.asarray(areas) >= e.min_area).astype(int)
         if out_dir is not None:
-            out["mask"] = [f"masks/{n}.png" for n in names]
+            out["mask"] = [f"{MASKS}/{n}.png" for n in names]
+            if probabilities:
+                out["probabilities"] = [f"{PROBABILITIES}/{n}.png" for n in names]
         return out

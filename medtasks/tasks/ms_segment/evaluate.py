@@ -27,15 +27,18 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from medtasks.data.volume_inputs import series_files
 from medtasks.io.atomic import write_csv_atomic, write_json_atomic
 from medtasks.io.nifti import voxel_spacing
+from medtasks.io.seg_outputs import MASKS, output_path, save_label_nifti
 from medtasks.metrics.lesion_rules import rule_columns, rules_summary
 from medtasks.metrics.lesion_table import LESION_COLUMNS, lesion_table
 from medtasks.metrics.lesions import lesion_detection, match_lesions
 from medtasks.metrics.seg_summary import case_row, segmentation_summary
 from medtasks.metrics.volume_summary import volume_row, volume_summary
+from medtasks.tasks.kinds.volume_outputs import write_volume_outputs
 from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, blank_other_slices
-from medtasks.tasks.ms_segment.volumes import predict_volume, save_mask
+from medtasks.tasks.ms_segment.volumes import predict_probability, predict_volume
 from medtasks.transforms.postprocess import lesion_f1_curve, remove_small_lesions, resolve_min_lesion_size
 from medtasks.transforms.slicing import load_volume
 
@@ -113,8 +116,8 @@ def evaluate_volumes(task: MsSegment, run: Any, df: pd.DataFrame, fit_result: An
         if e.lesion_table:
             lesion_rows.append(lesion_table(match, name, spacing, nib.load(r["flair"]).affine))
         if e.save_masks:
-            save_mask(pred, r["flair"], run / "masks" / f"{name}.nii.gz")
-            row["mask_pred"] = f"masks/{name}.nii.gz"
+            save_label_nifti(pred, r["flair"], output_path(run.path, MASKS, name, "nifti"))
+            row["mask_pred"] = f"{MASKS}/{name}.nii.gz"
         vol_rows.append(row)
         if e.raters and isinstance(r.get("mask2"), str) and r["mask2"]:
             rater_rows.append(volume_row(load_volume(r["mask2"]) > 0, true, r["subject_id"], spacing, e.connectivity))
@@ -193,30 +196,33 @@ def _min_lesion_size(task: MsSegment) -> float:
     return float(chosen)
 
 
-def predict_volumes(task: MsSegment, run: Any, df: pd.DataFrame, out_dir: Path | None, progress: bool = True
-                    ) -> pd.DataFrame:
+def predict_volumes(task: MsSegment, run: Any, df: pd.DataFrame, out_dir: Path | None, progress: bool = True,
+                    probabilities: bool = False) -> pd.DataFrame:
+    """One row per input volume; under ``out_dir`` the mask (``masks/<case>.nii.gz``), with ``probabilities``
+    the unfiltered lesion probability (``probabilities/<case>.nii.gz``), for a DICOM series a DICOM SEG
+    (``seg/<case>.dcm``), and an overlay of the slices with the most lesion."""
     from medtasks.viz.overlays import mask_overlay_grid
 
     model = task.load_model(run, "best")
-    min_mm3, conn = _min_lesion_size(task), task.cfg.eval.connectivity
+    min_mm3, conn, thr = _min_lesion_size(task), task.cfg.eval.connectivity, task.cfg.eval.threshold
     rows = []
     for r in df.to_dict("records"):
         spacing = voxel_spacing(r["flair"])
-        pred = remove_small_lesions(predict_volume(task, model, {**r, "mask": ""}, "predict"), min_mm3, spacing, conn)
+        prob = predict_probability(task, model, {**r, "mask": ""}, "predict")
+        pred = remove_small_lesions(prob >= thr, min_mm3, spacing, conn)
         det = lesion_detection(pred, pred, connectivity=conn)
-        row = {"case_id": r["subject_id"], "input": r["flair"], "lesion_voxels": int(pred.sum()),
+        case = str(r["subject_id"])
+        row = {"case_id": case, "input": r["flair"], "lesion_voxels": int(pred.sum()),
                "lesion_volume_mm3": float(pred.sum() * np.prod(spacing)), "n_lesions": det["n_pred_lesions"],
                "min_lesion_mm3": min_mm3}
         if out_dir is not None:
-            mask_path = Path(out_dir) / "masks" / f"{r['subject_id']}_mask.nii.gz"
-            save_mask(pred, r["flair"], mask_path)
-            row["mask"] = str(mask_path.relative_to(out_dir))
+            row.update(write_volume_outputs(task, run, out_dir, case, pred, r["flair"], series_files(r),
+                                            prob if probabilities else None))
             area = pred.sum(axis=(0, 1))
             ks = [int(k) for k in np.argsort(-area, kind="stable")[:4] if area[k] > 0] or [pred.shape[2] // 2]
             sl = [{**r, "slice_index": k} for k in ks]
             mask_overlay_grid([task.display_image(pd.Series(s)) for s in sl], [None] * len(sl),
                               [pred[:, :, k].T for k in ks], [f"slice {k}" for k in ks],
-                              Path(out_dir) / "overlays" / f"{r['subject_id']}.png",
-                              suptitle=f"{r['subject_id']}: predicted lesions")
+                              Path(out_dir) / "overlays" / f"{case}.png", suptitle=f"{case}: predicted lesions")
         rows.append(row)
     return pd.DataFrame(rows)

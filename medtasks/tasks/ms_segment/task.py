@@ -35,6 +35,7 @@ import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
+from medtasks.io.dicom_seg import SegmentSpec
 from medtasks.io.nifti import check_axial
 from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import PrepareResult, register_task
@@ -42,7 +43,7 @@ from medtasks.tasks.kinds.segmentation import SegmentationTask
 from medtasks.tasks.ms_segment.config import MsSegmentConfig
 from medtasks.tasks.ms_segment.evaluate import evaluate_volumes, predict_volumes
 from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, SLICE_SPLIT_WARNING, split_slices
-from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, find_volumes, parse_shape
+from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, find_ms_volumes, parse_shape
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.resize import ResizeImaged
 from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, load_volume
@@ -62,6 +63,7 @@ class MsSegment(SegmentationTask):
     id_columns = ("subject_id", "timepoint", "slice_index")
     case_column = "flair"
     input_column = "flair"
+    dicom_segments = (SegmentSpec(1, "MS lesion", "MorphologicallyAbnormalStructure", "Lesion"),)
 
     # ---- data ---------------------------------------------------------------------------------
     def prepare(self, source: Path, out: Path, workers: int | None = None, labels: Path | None = None,
@@ -210,13 +212,75 @@ class MsSegment(SegmentationTask):
     def case_name(self, row: pd.Series) -> str:
         return f"{row['subject_id']}_{row['timepoint']}_{int(row['slice_index']):03d}"
 
+    def case_ids(self, df: pd.DataFrame) -> pd.Series:
+        """Volume rows: ``<subject>_<timepoint>``, the case_id of the volume evaluation's predictions.csv."""
+        return df["subject_id"].astype(str) + "_" + df["timepoint"].astype(str)
+
     # ---- evaluation / predict -----------------------------------------------------------------
     def evaluate(self, run, df: pd.DataFrame, fit_result=None, warnings: list[str] | None = None) -> dict[str, Any]:
         return evaluate_volumes(self, run, df, fit_result, warnings)
 
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
-        return find_volumes(self, Path(source))
+        return find_ms_volumes(Path(source))
 
-    def predict_frame(self, run, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None) -> pd.DataFrame:
-        return predict_volumes(self, run, df, out_dir, progress)
+    def bundle_spec(self, run, df: pd.DataFrame) -> Any:
+        """MONAI bundle parts: each FLAIR NIfTI of ``dataset_dir`` as :func:`predict_volumes` sees it — MONAI's
+        ``LoadImaged`` (the affine ``SaveImaged`` writes with), the brain slices stacked by
+        :class:`~medtasks.transforms.bundle.BrainSliceStackd`, MONAI's ``SliceInferer`` running the 2-D network
+        over them, and :class:`~medtasks.transforms.bundle.SliceProbabilitiesToVolumed` back to the volume's grid
+        with ``eval.threshold`` and the run's minimum lesion size; ``masks/<name>.nii.gz`` by ``SaveImaged``."""
+        from medtasks.engine.bundle_spec import BundleSpec
+        from medtasks.tasks.ms_segment.evaluate import _min_lesion_size
+
+        inp, e = self.cfg.input, self.cfg.eval
+        min_mm3 = _min_lesion_size(self)
+        return BundleSpec(
+            datalist=("$[{'image': p, 'flair': p} for p in [str(f.resolve()) for f in "
+                      "sorted(pathlib.Path(@dataset_dir).rglob('*')) if f.is_file() and not f.name.startswith('.') "
+                      "and f.name.lower().endswith(('.nii', '.nii.gz'))]]"),
+            preprocessing=[
+                {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": False},
+                {"_target_": "medtasks.transforms.bundle.BrainSliceStackd", "keys": "image", "path_key": "flair",
+                 "size": int(inp.size), "context": int(inp.context) if inp.channels == "context" else 0,
+                 "normalize": inp.normalize, "replicate": 3 if inp.channels == "replicate" else 0,
+                 "min_brain_fraction": float(inp.min_brain_fraction)}],
+            inferer={"_target_": "SliceInferer", "roi_size": [int(inp.size), int(inp.size)],
+                     "sw_batch_size": int(e.batch_size), "spatial_dim": 2, "progress": False},
+            postprocessing=[
+                {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+                {"_target_": "medtasks.transforms.bundle.SliceProbabilitiesToVolumed", "keys": "pred",
+                 "path_key": "flair", "threshold": "@threshold", "min_lesion_mm3": "@min_lesion_mm3",
+                 "connectivity": int(e.connectivity)},
+                {"_target_": "SaveImaged", "keys": "pred", "meta_keys": "image_meta_dict",
+                 "output_dir": "$os.path.join(@output_dir, 'masks')", "output_ext": ".nii.gz",
+                 "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "output_postfix": "",
+                 "print_log": False}],
+            writers=[], params={"threshold": float(e.threshold), "min_lesion_mm3": float(min_mm3)},
+            data_type="nibabel", modality="MR (FLAIR)", output_format="segmentation",
+            inputs_doc=("FLAIR volumes as NIfTI (.nii / .nii.gz, any folder depth) whose third voxel axis is axial "
+                        "(DICOM series: medtasks predict converts them)"),
+            outputs_doc=(f"`masks/<name>.nii.gz`: the lesion mask (uint8 0/1) in the input's own voxel grid and "
+                         f"affine: slice probabilities >= {e.threshold}, "
+                         + (f"lesions under {min_mm3:g} mm^3 ({e.connectivity}-rank connectivity) removed"
+                            if min_mm3 > 0 else "no minimum lesion size (the run's is 0)")),
+            medtasks_components={
+                "medtasks.transforms.bundle.BrainSliceStackd": (
+                    "the brain slices (input.min_brain_fraction) with the volume's own normalisation "
+                    f"({inp.normalize}: statistics of the non-zero voxels applied to every voxel; MONAI's "
+                    "NormalizeIntensity(nonzero=True) leaves the zero voxels at 0, 4-5 z-units from medtasks' value on "
+                    "the synthetic FLAIRs) and medtasks' area resize"),
+                "medtasks.transforms.bundle.SliceProbabilitiesToVolumed": (
+                    "each slice's probability back to the volume's grid (bilinear, per-volume size), the threshold "
+                    "and the minimum lesion size in mm^3 from the header's voxel size, as medtasks predict")},
+            packages=("nibabel", "opencv-python-headless", "scikit-image"),
+            notes=["The bundle writes the masks; medtasks predict also writes predictions.csv (lesion count and "
+                   "volume), overlays and, for DICOM input, a DICOM SEG.",
+                   "A mask's file name is the input's (MONAI's SaveImaged); medtasks predict names it after the "
+                   "part of the name before `.nii`.",
+                   "A volume that is not an axial stack or cannot be read stops the run (medtasks predict lists it in "
+                   "rejected.csv and goes on)."])
+
+    def predict_frame(self, run, df: pd.DataFrame, progress: bool = True, out_dir: Path | None = None,
+                      probabilities: bool = False) -> pd.DataFrame:
+        return predict_volumes(self, run, df, out_dir, progress, probabilities)
 

@@ -1,26 +1,25 @@
-"""Volumes of ``ms_segment``: a FLAIR volume predicted slice by slice and stacked back, masks saved in the input's
-space, and the inputs of ``medtasks predict`` (NIfTI files, DICOM series folders converted once and cached).
+"""Volumes of ``ms_segment``: a FLAIR volume predicted slice by slice and stacked back in the input's space, and
+the inputs of ``medtasks predict`` (NIfTI files, DICOM series folders converted once and cached:
+:mod:`medtasks.data.volume_inputs`).
 
-``predict_volume``: the volume's brain slices go through the network (batch by batch), each probability
-map is resized back to the slice's grid and thresholded, and the slices are stacked into a mask volume in
-the FLAIR's own voxel grid. The evaluation and ``predict`` built on it: :mod:`medtasks.tasks.ms_segment.evaluate`.
+``predict_probability``: the volume's brain slices go through the network (batch by batch), each probability
+map is resized back to the slice's grid, and the slices are stacked into a probability volume in the FLAIR's
+own voxel grid; ``predict_volume`` thresholds it. The evaluation and ``predict`` built on it:
+:mod:`medtasks.tasks.ms_segment.evaluate`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from medtasks.data.manifest import Rejected
-from medtasks.io.nifti import check_axial, save_nifti_atomic
-from medtasks.io.radiograph import is_dicom  # suffix .dcm or the DICM marker (DICOM often has no suffix)
-from medtasks.paths import cache_dir
+from medtasks.data.volume_inputs import find_volumes
+from medtasks.io.nifti import check_axial
 from medtasks.transforms.slicing import load_volume
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 VOLUME_COLUMNS = ("subject_id", "timepoint", "flair", "mask")
 
 
@@ -37,79 +35,39 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in str(text).lower().split("x"))
 
 
-def predict_volume(task: MsSegment, model: Any, row: dict, split: str) -> np.ndarray:
-    """Boolean lesion mask in the FLAIR's ``(x, y, z)`` grid (slices outside the brain stay empty)."""
+def predict_probability(task: MsSegment, model: Any, row: dict, split: str) -> np.ndarray:
+    """Lesion probability (float32) in the FLAIR's ``(x, y, z)`` grid; slices outside the brain stay 0."""
     shape = parse_shape(row["shape"])
-    pred = np.zeros(shape[:3], bool)
+    prob = np.zeros(shape[:3], np.float32)
     slices = task.slice_frame(pd.DataFrame([row]))
     ks = slices["slice_index"].to_numpy()
-    thr = task.cfg.eval.threshold
 
-    def consume(i: int, prob: np.ndarray) -> None:
-        pred[:, :, int(ks[i])] = (prob >= thr).T
+    def consume(i: int, p: np.ndarray) -> None:
+        prob[:, :, int(ks[i])] = p.T
 
     if len(slices):
         task.stream_masks(model, slices.assign(split=split), split, consume)
-    return pred
+    return prob
 
 
-def save_mask(mask: np.ndarray, reference: str, path: Path) -> None:
-    """``mask`` as uint8 NIfTI with ``reference``'s affine and header (the input's own space)."""
-    ref = nib.load(reference)
-    img = nib.Nifti1Image(mask.astype(np.uint8), ref.affine, ref.header)
-    img.set_data_dtype(np.uint8)
-    save_nifti_atomic(img, path)
+def predict_volume(task: MsSegment, model: Any, row: dict, split: str) -> np.ndarray:
+    """Boolean lesion mask in the FLAIR's ``(x, y, z)`` grid (``eval.threshold`` on :func:`predict_probability`)."""
+    return predict_probability(task, model, row, split) >= task.cfg.eval.threshold
 
 
-def _dicom_series(folder: Path, cache: Path, rejected: Rejected) -> list[tuple[Path, str]]:
-    """The DICOM series of ``folder`` as NIfTI volumes in ``cache`` (:mod:`medtasks.io.dicom_series`: slices
-    ordered by position along the normal, spacing from the positions, affine in RAS); a series it cannot
-    stack (uneven or duplicate positions, mixed orientations, ...) becomes a ``rejected`` row. A folder with
-    several series gives several volumes, named ``<folder>_<series>``."""
-    from medtasks.io.dicom_series import read_series_folder, save_series_nifti
-
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    key = hashlib.sha256("|".join(f"{p}:{p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()[:12]
-    volumes, bad = read_series_folder(folder)
-    for path, reason, detail in bad:
-        rejected.add(path, reason, f"DICOM series: {detail}")
+def find_ms_volumes(source: Path) -> tuple[pd.DataFrame, Rejected]:
+    """``predict``'s inputs: NIfTI files and DICOM series folders (:func:`medtasks.data.volume_inputs.find_volumes`)
+    as ms_segment rows (``flair``, ``subject_id`` = the file or series name, ``shape``, ``dicom_files``); a volume
+    that is not an axial stack or cannot be read is rejected with the reason."""
+    found, rejected = find_volumes(source)
     out = []
-    for vol in volumes:
-        name = folder.name if len(volumes) == 1 else f"{folder.name}_{vol.name}"
-        path = cache / f"{name}-{key}.nii.gz"
-        if not path.is_file():
-            save_series_nifti(vol, path)
-        out.append((path, name))
-    return out
-
-
-def find_volumes(task: MsSegment, source: Path) -> tuple[pd.DataFrame, Rejected]:
-    """NIfTI files under ``source`` (or ``source`` itself) and DICOM series folders (converted once, cached)."""
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    rows, rejected = [], Rejected()
-    dicom = {p for p in files if not p.name.lower().endswith(NIFTI_SUFFIXES) and is_dicom(p)}
-    series = sorted({p.parent for p in dicom})
-    for p in files:
-        if p in dicom:
-            continue
-        if not p.name.lower().endswith(NIFTI_SUFFIXES):
-            rejected.add(p, "unknown_file", "not a NIfTI file or a DICOM series (.dcm)")
-            continue
-        rows.append((p, p.name.split(".nii")[0]))
-    for folder in series:
+    for r in found.to_dict("records"):
         try:
-            rows.extend(_dicom_series(folder, cache_dir() / "dicom_series", rejected))
-        except OSError as exc:  # a folder that cannot be read: one row, the run goes on
-            rejected.add(folder, "unreadable", f"DICOM series: {type(exc).__name__}: {exc}")
-    out = []
-    for path, name in rows:
-        try:
-            check_axial(str(path))
-            shape = load_volume(path).shape
+            check_axial(r["volume"])
+            shape = load_volume(r["volume"]).shape
         except ValueError as exc:
-            rejected.add(path, "unreadable", str(exc).split(": ", 1)[-1])
+            rejected.add(r["volume"], "unreadable", str(exc).split(": ", 1)[-1])
             continue
-        out.append({"flair": str(path), "subject_id": name, "timepoint": "", "shape": "x".join(map(str, shape))})
-    return pd.DataFrame(out, columns=["flair", "subject_id", "timepoint", "shape"]), rejected
+        out.append({"flair": r["volume"], "subject_id": r["name"], "timepoint": "", "shape": "x".join(map(str, shape)),
+                    "dicom_files": r["dicom_files"]})
+    return pd.DataFrame(out, columns=["flair", "subject_id", "timepoint", "shape", "dicom_files"]), rejected

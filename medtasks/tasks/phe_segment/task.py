@@ -29,7 +29,9 @@ import medtasks.losses  # noqa: F401  (registers losses)
 import medtasks.models  # noqa: F401  (registers models)
 from medtasks.config import to_dict
 from medtasks.data.manifest import ManifestError, Rejected, read_manifest
-from medtasks.io.images import read_grey
+from medtasks.data.volume_inputs import find_volumes
+from medtasks.io.dicom_seg import SegmentSpec
+from medtasks.io.images import IMAGE_SUFFIXES, read_grey
 from medtasks.registry import LOSSES, MODELS
 from medtasks.tasks.contract import register_task
 from medtasks.tasks.kinds.segmentation import SegmentationTask
@@ -58,6 +60,7 @@ class PheSegment(PheSichSource, SegmentationTask):
     id_columns = ("patient_id",)
     phe_require = ()   # every indexed slice; load_manifest checks the files of the chosen input.source
     phe_manifest = "manifest_segment.csv"
+    dicom_segments = (SegmentSpec(1, "perihematomal edema", "MorphologicallyAbnormalStructure", "Edema"),)
 
     # ---- data ---------------------------------------------------------------------------------
     def load_manifest(self, path: str | Path) -> pd.DataFrame:
@@ -92,10 +95,12 @@ class PheSegment(PheSichSource, SegmentationTask):
 
     # ---- builders -----------------------------------------------------------------------------
     def _pipeline(self, augment: bool, normalise: bool = True, with_label: bool = True,
-                  channels: int | None = None) -> Compose:
+                  channels: int | None = None, source: str | None = None) -> Compose:
+        """The record -> tensor steps; ``source`` (default ``input.source``): how the slice is read — ``png`` /
+        ``jpg`` (8-bit brain-windowed files) or ``nifti`` (an axial slice in HU, brain-windowed here)."""
         inp = self.cfg.input
         keys = ["image", "label"] if with_label else ["image"]
-        if inp.source in ("png", "jpg"):
+        if (source or inp.source) in ("png", "jpg"):
             steps: list = [LoadGreyImaged("image")] + ([LoadMaskd("label")] if with_label else [])
         else:
             steps = [LoadAxialSliced(keys, "slice_index", mask_keys=["label"]), Lambdad("image", self._window)]
@@ -114,6 +119,10 @@ class PheSegment(PheSichSource, SegmentationTask):
         return Compose(steps)
 
     def build_transforms(self, split: str) -> Compose:
+        """``volume``: axial slices of a NIfTI volume (predict on NIfTI / DICOM input), whatever ``input.source``
+        the run trained on — the release's PNG / JPG slices are those slices in the same brain window."""
+        if split == "volume":
+            return self._pipeline(augment=False, with_label=False, source="nifti")
         return self._pipeline(augment=split == "train", with_label=split != "predict")
 
     def build_model(self) -> nn.Module:
@@ -149,12 +158,41 @@ class PheSegment(PheSichSource, SegmentationTask):
         return super().case_name(row)
 
     def predict_inputs(self, source: Path) -> tuple[pd.DataFrame, Rejected]:
-        """PNG/JPG slices under ``source`` (``predict`` reads 2-D images)."""
-        if self.cfg.input.source == "nifti":
-            raise ValueError("predict reads PNG/JPG slices; this run was trained on NIfTI slices (input.source=nifti). "
-                             "Export the axial slices with the same brain window, or train with input.source=png")
-        df, rejected = find_images(source)
-        return df.assign(slice_index=df["slice_index"].fillna(-1).astype(int)), rejected
+        """PNG / JPG slices under ``source`` (masks as PNG), and NIfTI head-CT volumes or DICOM CT series (every
+        axial slice in the run's brain window; a NIfTI mask, and a DICOM SEG for DICOM input)."""
+        images, rejected = find_images(source)
+        volumes, vol_rejected = find_volumes(source, skip_suffixes=IMAGE_SUFFIXES)
+        # a file neither reader takes is rejected once (by find_volumes); find_images' unknown_file rows are the
+        # volumes' files
+        rejected = Rejected([r for r in rejected.rows if r["reason"] != "unknown_file"])
+        rejected.extend(vol_rejected.rows)
+        images = images.assign(slice_index=images["slice_index"].fillna(-1).astype(int))
+        volumes = volumes.assign(image=volumes["volume"], patient_id=volumes["name"], slice_index=-1)
+        return pd.concat([images, volumes], ignore_index=True), rejected
+
+    def bundle_inputs(self, run) -> dict[str, Any]:
+        """MONAI bundle inputs: the 2-D slice files of ``dataset_dir`` through :meth:`_pipeline` (``predict``) as
+        MONAI config: medtasks' reader and area resize, MONAI's channel replication and normalisation. A run
+        trained on NIfTI slices (``input.source=nifti``) has no bundle: its network reads HU volumes."""
+        from medtasks.engine.bundle_spec import GREY_COMPONENTS, grey_preprocessing, image_files_datalist
+
+        inp = self.cfg.input
+        if inp.source == "nifti":
+            raise ValueError("--format bundle: this phe_segment run was trained on axial slices of NIfTI volumes "
+                             "(input.source=nifti); the bundle reads 2-D slice files. Export the network with "
+                             "--format torchscript or onnx (the sidecar gives the window and normalisation), or "
+                             "bundle a run trained with input.source=png")
+        return dict(datalist=image_files_datalist(IMAGE_SUFFIXES), modality="CT", data_type="image",
+                    inputs_doc=(f"2-D head-CT slice images ({', '.join(IMAGE_SUFFIXES)}; any folder depth), "
+                                "brain-windowed like the release's PNGs (NIfTI volumes and DICOM series: medtasks "
+                                "predict)"),
+                    preprocessing=grey_preprocessing("$medtasks.io.images.read_grey", inp.size, inp.channels,
+                                                     self.state.get("norm_mean"), self.state.get("norm_std"),
+                                                     native_shape=True),
+                    batch_size=self.cfg.eval.batch_size, medtasks_components=dict(GREY_COMPONENTS),
+                    packages=("opencv-python-headless", "pillow"),
+                    notes=["A file that cannot be decoded stops the run (medtasks predict lists it in rejected.csv "
+                           "and goes on)."])
 
     def hd95_spacing(self) -> float | None:
         return self.cfg.eval.pixel_spacing_mm

@@ -189,3 +189,14 @@ class XrayClassify(GreyImageClassifier):
 
     def headline(self) -> tuple[str, ...]:
         return ("accuracy", "sensitivity", "specificity", "roc_auc", "f1")
+
+    def bundle_reader(self) -> Any:
+        """The bundle reads radiographs with :func:`~medtasks.io.radiograph.read_radiograph` (``input.voi``)."""
+        return {"_target_": "medtasks.io.radiograph.read_radiograph", "_mode_": "callable",
+                "voi": bool(self.cfg.input.voi)}
+
+    def bundle_files(self) -> tuple[tuple[str, ...], str, str]:
+        return RADIOGRAPH_SUFFIXES, "DX", (
+            f"chest radiographs ({', '.join(RADIOGRAPH_SUFFIXES)}; any folder depth): JPEG / PNG, or CR / DX DICOM "
+            "with a .dcm suffix (medtasks predict also finds suffix-less DICOM files by their DICM marker; the "
+            "bundle needs the suffix)")

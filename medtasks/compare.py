@@ -103,8 +103,14 @@ def _metric_set(kind: str) -> type[MetricSet]:
 
 
 def _evaluated_rows(run: RunData, mset: type[MetricSet]) -> pd.DataFrame:
-    """Rows of the evaluated split, indexed by case_id, with the columns of the kind's metric set checked."""
-    df, path = run.predictions, run.run_dir / "predictions.csv"
+    """Rows of the evaluated split, indexed by case_id, with the columns of the kind's metric set checked (from
+    ``predictions.csv``, or the file the metric set reads: detection's ``image_matches.csv``)."""
+    df, path = run.predictions, run.run_dir / mset.rows_file
+    if mset.rows_file != "predictions.csv":
+        if not path.is_file():
+            raise RunFileMissing(f"{path} not found: {mset.__name__} reads it (written by the kind's evaluation); "
+                                 "re-evaluate the run with `medtasks evaluate`.")
+        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "split": str})
     split = run.metrics.get("split")
     if split is not None and "split" in df.columns:
         df = df[df["split"] == str(split)]

@@ -88,6 +88,8 @@ class AlignedRun:
 class MetricSet:
     """What compare needs from a kind; subclasses override every method (see the module docstring)."""
 
+    rows_file = "predictions.csv"   # the run's file with one row per evaluated case that the metrics read
+
     @classmethod
     def problems(cls, df: pd.DataFrame, labels: Sequence[str]) -> str | None:
         """Why these evaluated rows cannot be scored, phrased to follow ``<predictions.csv>:``; None if fine."""
@@ -332,3 +334,66 @@ class ClassSegmentationMetrics(MetricSet):
                    == df["has_calcium"].to_numpy(dtype=int)).astype(np.float64)
             fns[("gate_accuracy", OVERALL)] = lambda idx: float(hit[idx].mean())
         return fns
+
+
+@COMPARE_METRICS.register("detection")
+class DetectionMetrics(MetricSet):
+    """Box detection from a run's ``image_matches.csv`` (one row per evaluated image: ``n_true``, ``max_conf``, the
+    detections' scores and true-positive flags at IoU 0.50:0.95 as JSON; written by the detection kind): AP50 and
+    mAP50-95 with ultralytics' own ``compute_ap`` (the run's own metric, so a group holding every image gives the
+    run's figure), and the image-level call (a slice is positive when it has a box at ``conf`` or above:
+    metrics.json's ``conf``) as precision / recall / F1, with the ROC-AUC of the slice's highest confidence."""
+
+    rows_file = "image_matches.csv"
+
+    @classmethod
+    def problems(cls, df: pd.DataFrame, labels: Sequence[str]) -> str | None:
+        need = {"n_true", "max_conf", "det_scores", "det_tp"}
+        if not need <= set(df.columns):
+            return (f"lacks column(s) {sorted(need - set(df.columns))}: the detection metrics read image_matches.csv "
+                    "as written by the detection kind's evaluation (runs evaluated before it existed have none; "
+                    "re-evaluate them with `medtasks evaluate`).")
+        return None
+
+    @classmethod
+    def truth_columns(cls, df: pd.DataFrame, labels: Sequence[str]) -> list[str]:
+        return ["n_true"]
+
+    @classmethod
+    def build(cls, run: AlignedRun) -> dict[MetricKey, MetricFn]:
+        import json
+
+        from medtasks.engine.yolo import ultralytics_compute_ap
+        from medtasks.metrics.detection import ap_fn
+
+        df = run.frame
+        matches = []
+        for scores, tp, n in zip(df["det_scores"], df["det_tp"], df["n_true"]):
+            s = np.asarray(json.loads(scores), dtype=np.float64)
+            t = np.asarray(json.loads(tp), dtype=bool).reshape(len(s), -1) if len(s) else np.zeros((0, 10), bool)
+            matches.append({"scores": s, "tp": t, "n_true": int(n)})
+        compute_ap = ultralytics_compute_ap()
+        conf = float(run.metrics.get("conf", 0.25))
+        y = (df["n_true"].to_numpy(dtype=np.int64) > 0).astype(np.int64)
+        score = df["max_conf"].to_numpy(dtype=np.float64)
+        call = (score >= conf).astype(np.int64)
+        tp, fp, fn = ((y == 1) & (call == 1)).astype(float), ((y == 0) & (call == 1)).astype(float), \
+            ((y == 1) & (call == 0)).astype(float)
+
+        def prf(k: int) -> MetricFn:
+            return lambda idx: _prf_from_counts(*(np.array([np.bincount(idx, minlength=len(df)) @ c])
+                                                  for c in (tp, fp, fn)), "macro")[k]
+
+        ap50, ap_all = ap_fn(matches, 0, compute_ap=compute_ap), ap_fn(matches, None, compute_ap=compute_ap)
+
+        def defined(fn: MetricFn) -> MetricFn:
+            def wrapped(idx: np.ndarray) -> float:
+                v = fn(idx)
+                if v != v:
+                    raise ValueError("no truth box in this sample")
+                return v
+            return wrapped
+
+        return {("ap50", OVERALL): defined(ap50), ("map50_95", OVERALL): defined(ap_all),
+                ("image_precision", OVERALL): prf(0), ("image_recall", OVERALL): prf(1),
+                ("image_f1", OVERALL): prf(2), ("image_roc_auc", OVERALL): ResampledAUC(y, score)}

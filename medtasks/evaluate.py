@@ -91,9 +91,6 @@ def evaluate_run(task: Any, rd: RunDir, manifest: str | Path, split: str | None 
     from medtasks.rundir import RunLog
 
     manifest = Path(manifest)
-    if task.kind == "detection":
-        raise ValueError(f"medtasks evaluate does not cover {task.name} yet: its evaluation reads the YOLO "
-                         f"dataset converted at training time")
     df = task.load_manifest(manifest)
     if split is not None:
         if "split" not in df.columns:
@@ -122,6 +119,7 @@ def evaluate_run(task: Any, rd: RunDir, manifest: str | Path, split: str | None 
         ev.write_env(task.cfg.seed, str(select_device(task.cfg.train.device)),
                      {"evaluation_of": str(rd.path.resolve()), "manifest": str(manifest.resolve())})
         write_csv_atomic(df, folder / "manifest.csv")
+        rejected.extend(task.prepare_evaluation(ev, df))
         rejected.write(folder / "rejected.csv")
         metrics = task.evaluate(ev, df, None, [note])
         metrics["external_evaluation"] = {"run": str(rd.path.resolve()), "manifest": str(manifest.resolve()),

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 # the metrics drawn in the forest plot, by kind (the first ones found in the table)
 KEY_METRICS = {"binary": ["f1", "roc_auc"], "multilabel": ["weighted_f1", "macro_f1", "roc_auc"],
-               "segmentation": ["pooled_dice", "per_patient_dice", "dice"]}
+               "segmentation": ["pooled_dice", "per_patient_dice", "dice"],
+               "detection": ["ap50", "map50_95", "image_f1"]}
 MAX_PANELS = 4
 
 

@@ -111,6 +111,12 @@ class Task(ABC):
         """Score the best checkpoint on ``eval.split``: ``predictions.csv``, ``metrics.json`` (returned; it
         starts with :meth:`metrics_header`) and the kind's figures. ``warnings`` go into the report."""
 
+    def prepare_evaluation(self, run: RunDir, df: pd.DataFrame) -> Rejected:
+        """``medtasks evaluate``: what :meth:`evaluate` needs of the evaluated rows ``df`` made in the evaluation
+        folder ``run`` before it runs (detection: the YOLO dataset); returns inputs it had to leave out (default
+        nothing)."""
+        return Rejected()
+
     @abstractmethod
     def predict_frame(self, run: RunDir, df: pd.DataFrame, progress: bool = True,
                       out_dir: Path | None = None, probabilities: bool = False) -> pd.DataFrame:

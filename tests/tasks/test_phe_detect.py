@@ -164,3 +164,44 @@ def test_coco_map_by_hand_and_a_perfect_detector(compute_ap) -> None:
     assert np.isnan(coco_map(dets, [[]])["map50"])
     with pytest.raises(ValueError, match="2 images of detections but 1"):
         coco_map([[], []], truths)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_external_evaluation_and_subgroups_of_a_detection_run(trained, tmp_path) -> None:
+    """`medtasks evaluate` of phe_detect: on the run's own test rows it gives the run's AP figures exactly (the YOLO
+    dataset written in the evaluation folder); `--by` recomputes AP per subgroup from image_matches.csv, and a
+    group holding every image gives the run's AP50 / mAP50-95."""
+    rd, _, _ = trained
+    man = pd.read_csv(rd / "manifest.csv", dtype={"patient_id": str})
+    test = man[man.split == "test"].copy()
+    test["site"] = "A"                                               # one group: every image
+    test["half"] = ["x" if i % 2 else "y" for i in range(len(test))]
+    test.to_csv(tmp_path / "m.csv", index=False)
+    folder, metrics = api.evaluate("phe_detect", rd.path, tmp_path / "m.csv", by=["site", "half"],
+                                   out=tmp_path / "ev")
+    own = json.loads((rd / "metrics.json").read_text())
+    for k in ("ap50", "map50_95"):
+        assert metrics["headline"][k]["value"] == pytest.approx(own["headline"][k]["value"], abs=1e-12)
+    assert metrics["coco"] == pytest.approx(own["coco"], nan_ok=True)
+    assert (folder / "data.yaml").is_file() and not (rd / "evaluate").exists()
+    table = pd.read_csv(folder / "subgroups.csv").set_index(["by", "group", "metric"])
+    for k in ("ap50", "map50_95"):
+        if own["headline"][k]["value"] == own["headline"][k]["value"]:
+            assert table.loc[("site", "A", k), "value"] == pytest.approx(own["headline"][k]["value"], abs=1e-12)
+    m = pd.read_csv(folder / "image_matches.csv")
+    assert len(m) == len(test) and (m.n_true.to_numpy() == test.n_boxes.to_numpy()).all()
+    assert 'id="subgroups"' in (folder / "report.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_compare_has_a_detection_metric_set(trained, tmp_path) -> None:
+    """`medtasks compare` scores detection runs from image_matches.csv: the run against its own re-evaluation is
+    paired on the same images and every difference is 0."""
+    rd, _, _ = trained
+    folder, _ = api.evaluate("phe_detect", rd.path, rd / "manifest.csv", split="test", out=tmp_path / "ev")
+    page = api.compare([rd.path, folder], out=tmp_path / "cmp", n_boot=50, progress=False)
+    pairs = pd.read_csv(page.parent / "compare_pairs.csv")
+    assert set(pairs.pairing) == {"paired"} and {"ap50", "map50_95", "image_f1"} <= set(pairs.metric)
+    assert np.allclose(pairs["diff"].dropna(), 0.0)

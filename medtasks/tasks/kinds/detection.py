@@ -7,7 +7,9 @@ rest, once for every detection task: the YOLO dataset written from the manifest'
 in the shared format, and the evaluation below.
 
 Evaluation writes ``predictions.csv`` (one row per box at ``eval.conf``, a ``none`` row per image
-without one), ``classification_report.txt`` (image-level: an image is positive when it has a box
+without one), ``image_matches.csv`` (per image: truth count, detection scores and their matches at every IoU
+threshold: what ``compare`` and ``evaluate --by`` recompute AP from), ``classification_report.txt`` (image-level:
+an image is positive when it has a box
 >= ``eval.conf``), ``figures/extra_boxes_{tp,fp,fn}.png`` and returns the metrics: ultralytics'
 validator figures (mAP50, mAP50-95, P, R, PR curve), ours with patient-bootstrap CIs (AP50 and
 mAP50-95 from :mod:`medtasks.metrics.detection`: ultralytics' AP on per-slice matches), COCO's own mAP
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 IMAGE_HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
 OVERLAY_KINDS = {"tp": "true positive slices", "fp": "false positive slices", "fn": "missed slices"}
+IMAGE_MATCHES = "image_matches.csv"
 
 
 class DetectionTask(Task):
@@ -59,6 +62,7 @@ class DetectionTask(Task):
 
     kind = "detection"
     input_column = "image"
+    case_column = "image"
     distributed_training = False  # ultralytics runs its own DDP (it starts the worker processes itself)
     distributed_hint = ("ultralytics trains on several GPUs with its own DDP: run it in one process with "
                         "`medtasks run <task> detect.extra.device=0,1` (not under torchrun / --nproc)")
@@ -142,6 +146,16 @@ class DetectionTask(Task):
         return out
 
     # ---- evaluation ---------------------------------------------------------------------------
+    def prepare_evaluation(self, run: RunDir, df: pd.DataFrame) -> Rejected:
+        """``medtasks evaluate``: the evaluated manifest as a YOLO dataset in the evaluation folder (ultralytics'
+        validator reads it); returns the boxes the conversion dropped."""
+        data_yaml, dropped = self.write_yolo_dataset(run, df)
+        data = yaml.safe_load(data_yaml.read_text())
+        split = f"images/{self.cfg.eval.split}"   # ultralytics requires train and val keys: the evaluated images
+        write_text_atomic(data_yaml, yaml.safe_dump({**data, "train": split, "val": split, self.cfg.eval.split: split},
+                                                    sort_keys=False))
+        return dropped
+
     def evaluate(self, run: RunDir, df: pd.DataFrame, fit_result: FitResult | None = None,
                  warnings: list[str] | None = None) -> dict[str, Any]:
         metrics = evaluate_detection(self, run, df)
@@ -240,6 +254,7 @@ def evaluate_detection(task: DetectionTask, run: RunDir, df: pd.DataFrame) -> di
     pred.insert(2, "split", split)
     pred = pred.sort_values(["image", "confidence"], ascending=[True, False], na_position="last", kind="stable")
     write_csv_atomic(pred.reset_index(drop=True), run / "predictions.csv")
+    write_csv_atomic(image_matches(test, matches, dets, split), run / IMAGE_MATCHES)
 
     # image level: positive truth = any VOC box; score = the slice's highest box confidence
     y = (np.array([len(b) for b in truths]) > 0).astype(int)
@@ -265,6 +280,20 @@ def evaluate_detection(task: DetectionTask, run: RunDir, df: pd.DataFrame) -> di
             "classification_report": classification_report(y, yp, output_dict=True, **kw),
             "ap50_check": {"ours": ap_from_matches(matches, 0, compute_ap=compute_ap), "ultralytics": ul["map50"]},
             "overlays": overlays}
+
+
+def image_matches(test: pd.DataFrame, matches: list[dict], dets: list[np.ndarray], split: str) -> pd.DataFrame:
+    """One row per evaluated image (``image_matches.csv``): its truth box count, its detections' scores (at
+    ``eval.val_conf``, after NMS) and their true-positive flags at IoU 0.50, 0.55, ..., 0.95, as JSON — what
+    AP needs, so ``medtasks compare`` and the subgroup tables recompute it on any set of images."""
+    import json
+
+    return pd.DataFrame({
+        "case_id": test["image"].astype(str).to_numpy(), "patient_id": test["patient_id"].astype(str).to_numpy(),
+        "split": split, "n_true": [m["n_true"] for m in matches],
+        "max_conf": [float(d[:, 4].max()) if len(d) else 0.0 for d in dets],
+        "det_scores": [json.dumps([round(float(v), 6) for v in m["scores"]]) for m in matches],
+        "det_tp": [json.dumps(m["tp"].astype(int).tolist()) for m in matches]})
 
 
 def write_box_overlays(task: DetectionTask, run: RunDir, test: pd.DataFrame, truths: list, dets: list,

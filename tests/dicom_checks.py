@@ -19,4 +19,5 @@ def dciodvfy_errors(path: str | Path) -> list[str]:
         pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
     out = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
     lines = (out.stdout + out.stderr).splitlines()
+    assert not any(ln.startswith("Abort") for ln in lines), lines      # it could not read the file at all
     return [ln for ln in lines if ln.startswith("Error")]

@@ -20,13 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from medtasks import api, cli
 from medtasks.rundir import RunDir
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
 EXTRA = {"ich_classify": ["input.context=1", "eval.tta=true",       # 64 px DICOM -> 32 px, 2.5-D neighbours,
                           "eval.tta_views=[hflip,rotate:10]"],        # test-time augmentation in the bundle
          "phe_classify": ["input.size=48"],                           # 64 -> 48: medtasks' non-integer resize
@@ -39,13 +37,8 @@ TASKS = tuple(EXTRA)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDTASKS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    root = tmp_path_factory.mktemp("runs")
-    out = {t: api.run(t, overrides=TINY[t] + extra, runs_dir=root, progress=False)[0] for t, extra in EXTRA.items()}
-    yield out
-    mp.undo()
+def runs(tiny_run):
+    return {t: tiny_run(t, *extra) for t, extra in EXTRA.items()}
 
 
 def _test_inputs(task_name: str, rd: RunDir, folder: Path) -> Path:

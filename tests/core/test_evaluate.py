@@ -10,26 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from medtasks import api, cli
 from medtasks.data.manifest import ManifestError
 from medtasks.reproduce import compare_metrics
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
 NOT_COMPARED = ("warnings", "external_evaluation", "best_epoch", "epochs_run", "train_time_s")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDTASKS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    root = tmp_path_factory.mktemp("runs")
-    ms = TINY["ms_segment"] + ["postprocess.min_lesion_mm3=auto"]
-    out = {t: api.run(t, overrides=o, runs_dir=root, progress=False)[0]
-           for t, o in (("phe_classify", TINY["phe_classify"]), ("ms_segment", ms))}
-    yield out
-    mp.undo()
+def runs(tiny_run):
+    return {"phe_classify": tiny_run("phe_classify"),
+            "ms_segment": tiny_run("ms_segment", "postprocess.min_lesion_mm3=auto")}
 
 
 def _digest(folder: Path) -> dict[str, str]:

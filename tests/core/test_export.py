@@ -5,30 +5,21 @@ context; tiny phe_segment); the exported files reproduce evaluate's probabilitie
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from medtasks import api, cli
 from medtasks.engine import export
 from medtasks.rundir import RunDir
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDTASKS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    root = tmp_path_factory.mktemp("runs")
-    out = {t: api.run(t, overrides=TINY[t] + extra, runs_dir=root, progress=False)[0]
-           for t, extra in (("ich_classify", ["input.context=1", "eval.tta=false"]), ("phe_segment", []))}
-    yield out
-    mp.undo()
+def runs(tiny_run):
+    return {"ich_classify": tiny_run("ich_classify", "input.context=1", "eval.tta=false"),
+            "phe_segment": tiny_run("phe_segment")}
 
 
 def _test_inputs(rd: RunDir, n: int):
@@ -97,10 +88,9 @@ def test_export_refuses_another_task_and_an_unknown_format(runs, tmp_path) -> No
         api.export("phe_segment", runs["phe_segment"].path, "tflite", tmp_path)
 
 
-def test_cardiac_exports_one_file_per_stage(tmp_path, monkeypatch) -> None:
+def test_cardiac_exports_one_file_per_stage(tiny_run, tmp_path) -> None:
     """cardiac_seg: class12, class3 and the gate, each with its window shape, sliding-window and fusion rule."""
-    monkeypatch.setenv("MEDTASKS_CACHE", str(tmp_path / "cache"))
-    rd, _ = api.run("cardiac_seg", overrides=TINY["cardiac_seg"], runs_dir=tmp_path / "runs", progress=False)
+    rd = tiny_run("cardiac_seg")
     out, sides = api.export("cardiac_seg", rd.path, "torchscript", tmp_path / "ts")
     by = {s["stage"]: s for s in sides}
     assert set(by) == {"class12", "class3", "gate"} and all((out / f"{k}.ts").is_file() for k in by)
@@ -117,10 +107,9 @@ def test_cardiac_exports_one_file_per_stage(tmp_path, monkeypatch) -> None:
         assert torch.allclose(module(x), task.load_stage_model(rd, "class3")(x), atol=1e-4)
 
 
-def test_phe_detect_exports_onnx_through_ultralytics(tmp_path, monkeypatch) -> None:
+def test_phe_detect_exports_onnx_through_ultralytics(tiny_run, tmp_path) -> None:
     """ultralytics' exporter writes the file; onnxruntime gives torch's raw output on the run's test slices."""
-    monkeypatch.setenv("MEDTASKS_CACHE", str(tmp_path / "cache"))
-    rd, _ = api.run("phe_detect", overrides=TINY["phe_detect"], runs_dir=tmp_path / "runs", progress=False)
+    rd = tiny_run("phe_detect")
     with pytest.raises(ValueError, match="use --format onnx"):
         api.export("phe_detect", rd.path, "torchscript", tmp_path / "ts")
     out, (side,) = api.export("phe_detect", rd.path, "onnx", tmp_path / "onnx")

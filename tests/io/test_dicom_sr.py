@@ -6,7 +6,6 @@ import logging
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -14,6 +13,7 @@ import pydicom
 import pytest
 
 from medtasks.io.dicom_sr import CODING_SCHEME, classification_sr, read_classification_sr
+from tests.dicom_checks import dciodvfy_errors
 from tests.orthanc import write_study
 
 LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
@@ -44,17 +44,6 @@ def _texts(ds: pydicom.Dataset) -> dict[str, set[str]]:
         for code, values in _texts(item).items():
             out.setdefault(code, set()).update(values)
     return out
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines dciodvfy (dicom3tools) prints for ``path`` (it exits 0 either way)."""
-    tool = shutil.which("dciodvfy")
-    if tool is None:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
-    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    assert not any(line.startswith("Abort") for line in lines), lines
-    return [line for line in lines if line.startswith("Error")]
 
 
 def test_sr_round_trip_values_and_references(study, tmp_path, caplog):

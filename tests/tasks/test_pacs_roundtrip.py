@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 
 from medtasks import api, cli
 from medtasks.io.dicom_seg import read_dicom_seg_labels
@@ -23,19 +22,13 @@ from medtasks.io.dicomweb import retrieve
 from medtasks.synth.dicom_series import FAKE_NAME, write_volume_series
 from tests.orthanc import orthanc, orthanc_study  # noqa: F401  (fixtures)
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDTASKS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    root = tmp_path_factory.mktemp("runs")
-    out = {t: api.run(t, overrides=TINY[t] + extra, runs_dir=root, progress=False)[0]
-           for t, extra in (("ms_segment", ["postprocess.min_lesion_mm3=0"]), ("ich_classify", ["eval.tta=false"]))}
-    yield out
-    mp.undo()
+def runs(tiny_run):
+    return {"ms_segment": tiny_run("ms_segment", "postprocess.min_lesion_mm3=0"),
+            "ich_classify": tiny_run("ich_classify", "eval.tta=false")}
 
 
 def _stored(out: Path) -> list[str]:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 
 from medtasks import api, cli
 from medtasks.io.dicom_seg import read_dicom_seg_labels
@@ -20,17 +19,11 @@ from medtasks.io.seg_outputs import read_probability_png
 from medtasks.synth.dicom_series import FAKE_BIRTH_DATE, FAKE_NAME, write_volume_series
 from tests.dicom_checks import dciodvfy_errors
 
-TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "tasks" / "tiny_profiles.yaml").read_text())
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDTASKS_CACHE", str(tmp_path_factory.mktemp("cache")))
-    root = tmp_path_factory.mktemp("runs")
-    extra = {"ms_segment": ["postprocess.min_lesion_mm3=0"], "phe_segment": [], "cardiac_seg": []}
-    yield {t: api.run(t, overrides=TINY[t] + o, runs_dir=root, progress=False)[0] for t, o in extra.items()}
-    mp.undo()
+def runs(tiny_run):
+    return {"ms_segment": tiny_run("ms_segment", "postprocess.min_lesion_mm3=0"),
+            "phe_segment": tiny_run("phe_segment"), "cardiac_seg": tiny_run("cardiac_seg")}
 
 
 def _as_dicom(volume_path: str, folder: Path, modality: str) -> tuple[Path, np.ndarray]:

@@ -340,13 +340,8 @@ def prepare(task_name: str, source: str | Path, out: str | Path, **options: Any)
 
 def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: str | Path | None = None,
             progress: bool = True, probabilities: bool = False, store: str | None = None) -> Path:
-    """Predict with a trained run on new inputs; returns the output folder (:mod:`medtasks.predict`).
-
-    ``input_path``: a file or folder, or ``dicomweb:<base-url>/studies/<uid>[/series/<uid>]`` (retrieved into a
-    temporary folder, credentials from the environment or netrc). ``probabilities`` (segmentation tasks): write
-    the probability maps beside the masks. ``store``: a DICOMweb base URL the DICOM outputs (SEG, or a
-    classifier's SR) are sent to with STOW-RS; ``predict.json`` records the input, the outputs and what was stored.
-    """
+    """Predict with a trained run on a file, a folder or a ``dicomweb:`` study / series; ``probabilities``: the
+    segmentation maps too; ``store``: STOW-RS the DICOM outputs there (:mod:`medtasks.predict`). Returns the folder."""
     from medtasks.predict import predict_into
     from medtasks.rundir import FAILED
 
@@ -362,7 +357,7 @@ def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: st
 
 def export(task_name: str, run_dir: str | Path, fmt: str, out: str | Path | None = None, n_inputs: int = 8
            ) -> tuple[Path, list[dict[str, Any]]]:
-    """Export a trained run's networks (``torchscript`` / ``onnx``) with their preprocessing contract, each
+    """Export a trained run's networks (``torchscript`` / ``onnx`` / a MONAI ``bundle``) with their contract, each
     checked against torch on the run's own test inputs (see :mod:`medtasks.engine.export`); returns the folder and
     the sidecars."""
     rd = RunDir.open(run_dir)

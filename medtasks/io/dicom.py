@@ -314,10 +314,8 @@ def read_header(
 
 
 def age_years(value: str) -> str:
-    """DICOM PatientAge (``045Y``, ``006M``, ``010W``, ``003D``) as whole years, ``"90+"`` from 90 on (an age
-    of 90 or more is an identifier under HIPAA's Safe Harbor rule), ``""`` when absent or malformed.
-
-    Example:
+    """DICOM PatientAge (``045Y``, ``006M``, ``010W``, ``003D``) in whole years, ``"90+"`` from 90 on (HIPAA Safe
+    Harbor: an older age identifies), ``""`` when absent or malformed. Example:
         >>> [age_years(v) for v in ("045Y", "018M", "093Y", "", "4OY")]
         ['45', '1', '90+', '', '']
     """

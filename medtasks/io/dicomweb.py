@@ -10,7 +10,7 @@ server stored it. Failures are retried a bounded number of times with backoff; w
 reported by SOPInstanceUID. Storing sends batches of instances and names any the server refuses.
 
 Example:
-    >>> files = retrieve("dicomweb:https://pacs.example.org/dicom-web/studies/1.2.3", "/tmp/study")  # doctest: +SKIP
+    >>> files = retrieve("dicomweb:https://pacs.example.org/dicom-web/studies/1.2.3", "study/")  # doctest: +SKIP
     >>> store("https://pacs.example.org/dicom-web", [sr_dataset])  # doctest: +SKIP
     ['2.25.1234...']
 """

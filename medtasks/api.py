@@ -347,7 +347,7 @@ def predict(task_name: str, run_dir: str | Path, input_path: str | Path, out: st
 
     rd = RunDir.open(run_dir)
     if (rd.read_status() or {}).get("status") == FAILED:
-        rd.check_finished()      # a failed run's checkpoints are not a model to use: the clear message
+        rd.check_finished()   # a failed run is refused; a killed one (still "running") predicts with its best.pt
     task = task_from_run(rd)
     if task.name != task_name:
         raise ValueError(f"{run_dir} is a {task.name} run, not {task_name}")

@@ -93,7 +93,11 @@ def _load(run_dir: Path) -> RunData:
     return run
 
 
-def _metric_set(kind: str) -> type[MetricSet]:
+def _metric_set(kind: str, metrics: dict | None = None) -> type[MetricSet]:
+    """The kind's metric set; a multi-class segmentation run (metrics.json ``layout: cardiac``) has per-class
+    columns and is scored by ``segmentation_classes``."""
+    if kind == "segmentation" and (metrics or {}).get("layout") == "cardiac":
+        kind = "segmentation_classes"
     try:
         return COMPARE_METRICS.get(kind)
     except UnknownNameError:
@@ -194,7 +198,7 @@ def align_runs(run_dirs: Sequence[str | Path], unpaired: bool = False) -> list[A
     ref = runs[0]
     for run in runs[1:]:
         _check_same(ref, run)
-    mset = _metric_set(ref.kind)
+    mset = _metric_set(ref.kind, ref.metrics)
     frames = [_evaluated_rows(r, mset) for r in runs]
     sets = [frozenset(df.index) for df in frames]
     leaders = [i if unpaired else sets.index(s) for i, s in enumerate(sets)]  # first run with the same case set
@@ -248,7 +252,7 @@ def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int
         pairs has metric, label, run_a, run_b, pairing, diff (= run_a - run_b; run_b is the run
         given earlier), ci_low, ci_high, significant. Undefined values are NaN.
     """
-    mset = _metric_set(runs[0].kind)
+    mset = _metric_set(runs[0].kind, runs[0].metrics)
     fns = [mset.build(r) for r in runs]
     n = len(runs)
     pairing = {(i, j): pairing_of(runs[i], runs[j], unpaired) for i in range(n) for j in range(i + 1, n)}
@@ -276,7 +280,7 @@ def compute_comparison(runs: Sequence[AlignedRun], n_boot: int = 1000, seed: int
 
 def _pairing_notes(runs: Sequence[AlignedRun], unpaired: bool) -> list[str]:
     """One note per unpaired pair: why, how many cases each run and both share, and what the CI means."""
-    mset, notes = _metric_set(runs[0].kind), []
+    mset, notes = _metric_set(runs[0].kind, runs[0].metrics), []
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
             a, b = runs[j], runs[i]
@@ -306,7 +310,7 @@ def _notes(runs: Sequence[AlignedRun], per_run: pd.DataFrame, unpaired: bool = F
             notes.append(f"{run.name}: no patient_id in predictions.csv (here or in a run on the same cases): the "
                          "bootstrap resampled cases, not patients, so its CIs are too narrow if a patient has "
                          "several cases.")
-        notes.extend(_metric_set(run.kind).notes(run))
+        notes.extend(_metric_set(run.kind, run.metrics).notes(run))
         cw = run.metrics.get("class_weights")
         if runs[0].class_weights is not None and isinstance(cw, dict) and \
                 [float(cw.get(lab, np.nan)) for lab in run.labels] != runs[0].class_weights:

@@ -12,7 +12,7 @@ computed for a run raises ``ValueError``, so compare reports it as n/a instead o
 Example:
     >>> from medtasks.compare_metrics import COMPARE_METRICS
     >>> sorted(COMPARE_METRICS.names())
-    ['binary', 'multilabel', 'segmentation']
+    ['binary', 'detection', 'multilabel', 'segmentation', 'segmentation_classes']
 """
 
 from __future__ import annotations
@@ -200,8 +200,9 @@ class SegmentationMetrics(MetricSet):
     @classmethod
     def problems(cls, df: pd.DataFrame, labels: Sequence[str]) -> str | None:
         if "dice" not in df.columns or not {"true_lesion", "n_true"} & set(df.columns):
-            layout = (" This file has per-class dice_<class> columns (a multi-class layout such as cardiac_seg's), "
-                      "which compare does not score yet." if any(c.startswith("dice_") for c in df.columns) else "")
+            layout = (" This file has per-class dice_<class> columns (a multi-class layout such as cardiac_seg's): "
+                      "its metrics.json must say layout: cardiac to be scored per class."
+                      if any(c.startswith("dice_") for c in df.columns) else "")
             return ("lacks column dice or true_lesion/n_true; compare's segmentation metrics need case_id, dice, "
                     "true_lesion (or n_true) and, for pooled and per-patient Dice, tp/fp/fn pixel counts, as "
                     f"written by medtasks.tasks.kinds.segmentation.{layout}")
@@ -364,13 +365,14 @@ class DetectionMetrics(MetricSet):
         import json
 
         from medtasks.engine.yolo import ultralytics_compute_ap
-        from medtasks.metrics.detection import ap_fn
+        from medtasks.metrics.detection import IOU_THRESHOLDS, ap_fn
 
         df = run.frame
         matches = []
         for scores, tp, n in zip(df["det_scores"], df["det_tp"], df["n_true"]):
             s = np.asarray(json.loads(scores), dtype=np.float64)
-            t = np.asarray(json.loads(tp), dtype=bool).reshape(len(s), -1) if len(s) else np.zeros((0, 10), bool)
+            t = (np.asarray(json.loads(tp), dtype=bool).reshape(len(s), -1) if len(s)
+                 else np.zeros((0, len(IOU_THRESHOLDS)), bool))
             matches.append({"scores": s, "tp": t, "n_true": int(n)})
         compute_ap = ultralytics_compute_ap()
         conf = float(run.metrics.get("conf", 0.25))

@@ -27,13 +27,13 @@ def predict_into(task: Task, rd: RunDir, input_path: str | Path, out_dir: Path, 
                  probabilities: bool = False, store: str | None = None) -> Path:
     """Predict ``input_path`` (a path, or a ``dicomweb:`` study / series URL) with ``task`` restored from ``rd``
     into ``out_dir``; with ``store`` send the DICOM outputs to that DICOMweb server. Returns ``out_dir``."""
-    from medtasks.io.dicomweb import check_base_url, is_dicomweb_url, retrieved
+    from medtasks.io.dicomweb import SCHEME, check_base_url, is_dicomweb_url, retrieved
 
     if probabilities and not task.probability_maps:
         raise ValueError(f"--probabilities writes probability maps of segmentation tasks; {task.name} ({task.kind}) "
                          f"already puts its probabilities in predictions.csv")
     if store is not None:   # a bad address fails now, not after the prediction
-        check_base_url(store[len("dicomweb:"):] if is_dicomweb_url(store) else store)
+        check_base_url(store[len(SCHEME):] if is_dicomweb_url(store) else store)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = str(input_path)

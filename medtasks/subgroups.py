@@ -109,8 +109,7 @@ def subgroup_analysis(folder: str | Path, values: dict[str, tuple[pd.Series, boo
     diff, diff_ci_low, diff_ci_high, significant}}}}}``."""
     folder = Path(folder)
     run = _load(folder)
-    kind = "segmentation_classes" if run.metrics.get("layout") == "cardiac" else run.kind
-    mset: type[MetricSet] = _metric_set(kind)
+    mset: type[MetricSet] = _metric_set(run.kind, run.metrics)
     frame = _evaluated_rows(run, mset).reset_index(drop=True)
     template = dict(name=folder.name, run_dir=folder, task=run.task, kind=run.kind, labels=list(run.labels),
                     synthetic=run.synthetic, class_weights=_reference_weights(run),

@@ -3,9 +3,10 @@
 Shared by the volume-reading segmentation tasks (ms_segment, phe_segment on NIfTI / DICOM, cardiac_seg).
 A NIfTI file is one volume. A folder of DICOM files gives one volume per series
 (:mod:`medtasks.io.dicom_series`: slices ordered by position along the normal, spacing from the
-positions, RAS affine); each series is converted once to NIfTI in the cache (keyed by the files' paths and
-modification times) and its slice files are listed, in the volume's slice order, in a JSON beside it — the
-``dicom_files`` of its row — so a DICOM Segmentation can reference them (:mod:`medtasks.io.dicom_seg`).
+positions, RAS affine); each series is converted to NIfTI once, in the cache, keyed by its content (the series
+UID, the voxel values and the affine: a study retrieved again over DICOMweb into a new temporary folder hits the
+same entry), and its slice files, in the volume's slice order and at their current place, are the row's
+``dicom_files`` (a JSON list), so a DICOM Segmentation can reference them (:mod:`medtasks.io.dicom_seg`).
 A series that cannot be stacked (uneven or duplicate positions, mixed orientations, ...) and a file that is
 neither NIfTI nor DICOM become ``rejected`` rows with the reason.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from medtasks.data.manifest import Rejected
-from medtasks.io.atomic import write_json_atomic
+from medtasks.io.images import list_files
 from medtasks.io.radiograph import is_dicom
 from medtasks.paths import cache_dir
 
@@ -44,46 +45,35 @@ def volume_name(path: str | Path) -> str:
 def series_files(row: dict | pd.Series) -> list[str]:
     """The DICOM slice files of a row from :func:`find_volumes`, in the volume's slice order (``[]`` for NIfTI)."""
     ref = row.get("dicom_files") if hasattr(row, "get") else None
-    if not isinstance(ref, str) or not ref:
-        return []
-    return list(json.loads(Path(ref).read_text(encoding="utf-8"))["files"])
+    return list(json.loads(ref)) if isinstance(ref, str) and ref else []
 
 
 def _convert_folder(folder: Path, cache: Path, rejected: Rejected) -> list[tuple[Path, str, str]]:
-    """The DICOM series of ``folder`` as cached NIfTI volumes: ``(nifti, name, files_json)``; a folder holding
+    """The DICOM series of ``folder`` as cached NIfTI volumes: ``(nifti, name, files as JSON)``; a folder holding
     several series gives ``<folder>_<series>`` names."""
     from medtasks.io.dicom_series import read_series_folder, save_series_nifti
 
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    key = hashlib.sha256("|".join(f"{p.resolve()}:{p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()[:12]
     volumes, bad = read_series_folder(folder)
     for path, reason, detail in bad:
         rejected.add(path, reason, f"DICOM series: {detail}")
     out = []
     for vol in volumes:
         name = folder.name if len(volumes) == 1 else f"{folder.name}_{vol.name}"
+        key = hashlib.sha256(vol.series_instance_uid.encode() + vol.affine.tobytes()
+                             + vol.array.tobytes()).hexdigest()[:12]
         path = cache / f"{name}-{key}.nii.gz"
-        listing = cache / f"{name}-{key}.files.json"
         if not path.is_file():
             save_series_nifti(vol, path)
-        if not listing.is_file():
-            write_json_atomic(listing, {"series_instance_uid": vol.series_instance_uid,
-                                        "files": [str(Path(f).resolve()) for f in vol.files]})
-        out.append((path, name, str(listing)))
+        out.append((path, name, json.dumps([str(Path(f).resolve()) for f in vol.files])))
     return out
 
 
 def find_volumes(source: str | Path, skip_suffixes: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Rejected]:
     """NIfTI files under ``source`` (or ``source`` itself) and its DICOM series folders, one row per volume:
     ``volume`` (a NIfTI path; DICOM series converted in the cache), ``name`` (file stem or series folder),
-    ``dicom_files`` (the series' file listing, ``""`` for NIfTI input). Files whose suffix is in
+    ``dicom_files`` (the series' files in slice order as a JSON list, ``""`` for NIfTI input). Files whose suffix is in
     ``skip_suffixes`` are left alone (another reader of the caller takes them); hidden files are skipped."""
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
-                                                     if p.is_file() and not p.name.startswith("."))
-    files = [p for p in files if p.suffix.lower() not in skip_suffixes]
+    files = [p for p in list_files(source) if p.suffix.lower() not in skip_suffixes]
     rows, rejected = [], Rejected()
     dicom = {p for p in files if not p.name.lower().endswith(NIFTI_SUFFIXES) and p.name.upper() != "DICOMDIR"
              and is_dicom(p)}

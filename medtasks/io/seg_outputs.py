@@ -1,7 +1,8 @@
 """Where and how segmentation outputs are written: one naming scheme for every segmentation task.
 
 In a run directory (``evaluate``), an evaluation folder and a ``predict`` folder alike, a case ``<case>``
-(the ``case_id`` of ``predictions.csv``) has::
+(its name: the volume's ``case_id``, or a 2-D slice's ``<patient>_<slice>`` / file stem; the ``mask`` column of
+``predictions.csv`` gives the file) has::
 
     masks/<case>.nii.gz          label map in the input volume's own space (NIfTI input or DICOM series)
     masks/<case>.png             0/255 mask of a 2-D image input (PNG / JPG slice)

@@ -72,15 +72,6 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
     log.info("loaded %d tensors from %s (%d left at init: %s)", len(usable), path, len(missing), missing[:4])
 
 
-def check_backbone(name: str) -> None:
-    """``ConfigError`` naming the closest registered backbones when ``name`` is not one (config validation)."""
-    from medtasks.config import ConfigError
-    from medtasks.registry import did_you_mean
-
-    if name not in BACKBONES:
-        raise ConfigError(f"backbone: unknown backbone {name!r}.{did_you_mean(name, BACKBONES.names())}")
-
-
 def _headless_resnet(net: nn.Module, in_channels: int, weights: str | None) -> tuple[nn.Module, int]:
     """A torchvision ResNet with local ``weights`` loaded, its first convolution for ``in_channels`` and no
     classifier; returns it and its feature size."""

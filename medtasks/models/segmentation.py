@@ -26,6 +26,13 @@ from medtasks.registry import MODELS
 log = logging.getLogger(__name__)
 
 
+def smp_encoders() -> list[str]:
+    """segmentation-models-pytorch's encoder names (what a config's ``model.encoder`` is checked against)."""
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
+
+
 @MODELS.register("smp_unet")
 def smp_unet(encoder: str = "resnet34", in_channels: int = 3, classes: int = 1, encoder_weights: str | None = None,
              weights: str | None = None, decoder_attention: str | None = None) -> nn.Module:

@@ -130,8 +130,11 @@ class Task(ABC):
     def write_dicom_outputs(self, run: RunDir, df: pd.DataFrame, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         """The DICOM objects ``predict`` made of ``df``'s inputs (``frame``: its rows) for a viewer or a PACS
         (``predict --store`` sends them with STOW-RS). Default: the DICOM Segmentations ``predict_frame`` wrote
-        (``seg/*.dcm``); a classifier writes one Comprehensive SR per study of DICOM input."""
-        return sorted((Path(out_dir) / "seg").glob("*.dcm"))
+        (the ``dicom_seg`` column of ``frame``: this prediction's, never a file left in a reused ``--out``); a
+        classifier writes one Comprehensive SR per study of DICOM input."""
+        if "dicom_seg" not in frame.columns:
+            return []
+        return [Path(out_dir) / str(p) for p in frame["dicom_seg"].dropna() if str(p)]
 
     def export(self, run: RunDir, df: pd.DataFrame, fmt: str, out: Path, n_inputs: int) -> list[dict[str, Any]]:
         """``medtasks export``: the files and their sidecars (default: :meth:`export_networks` through

@@ -48,9 +48,9 @@ from monai.transforms import MapTransform
 
 from medtasks.transforms.postprocess import remove_small_lesions
 from medtasks.transforms.resize import resize_2d
-from medtasks.transforms.slicing import LoadAxialSliced, load_volume
+from medtasks.transforms.slicing import LoadAxialSliced, brain_slices, load_volume
 
-__all__ = ["ct_series_datalist", "ResizeToShaped", "BrainSliceStackd", "SliceProbabilitiesToVolumed", "brain_slices",
+__all__ = ["ct_series_datalist", "ResizeToShaped", "BrainSliceStackd", "SliceProbabilitiesToVolumed",
            "monai_resize_gap"]
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,6 @@ class ResizeToShaped(MapTransform):
                                 for c in arr])
             d[key] = torch.from_numpy(arr)
         return d
-
-
-def brain_slices(volume: np.ndarray, min_brain_fraction: float) -> list[int]:
-    """Axial slices (third axis) whose share of non-zero voxels is at least ``min_brain_fraction``: the slices
-    ms_segment's network sees when there is no mask (``MsSegment.slice_frame``)."""
-    brain = (volume != 0).mean(axis=(0, 1))
-    return [k for k in range(volume.shape[2]) if not brain[k] < min_brain_fraction]
 
 
 class BrainSliceStackd(MapTransform):

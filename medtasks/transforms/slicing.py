@@ -27,7 +27,8 @@ from monai.transforms import MapTransform
 
 from medtasks.io.images import read_grey
 
-__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "axial_stack", "load_volume", "read_mask", "volume_stats"]
+__all__ = ["LoadAxialSliced", "LoadMaskd", "axial_slice", "axial_stack", "brain_slices", "load_volume", "read_mask",
+           "volume_stats"]
 
 _VOLUMES: "OrderedDict[str, np.ndarray]" = OrderedDict()
 _STATS: dict[tuple[str, str], tuple[float, float]] = {}
@@ -113,6 +114,13 @@ def read_mask(path: str | Path) -> np.ndarray:
     arr = read_grey(path)
     cut = 0.5 if Path(path).suffix.lower() in (".jpg", ".jpeg") else 0.0
     return (arr > cut).astype(np.float32)
+
+
+def brain_slices(volume: np.ndarray, min_brain_fraction: float) -> list[int]:
+    """Axial slices (third axis) whose share of non-zero voxels is at least ``min_brain_fraction``: the slices
+    ms_segment's network sees (``MsSegment.slice_frame`` adds the slices with a truth lesion when training)."""
+    brain = (volume != 0).mean(axis=(0, 1))
+    return [k for k in range(volume.shape[2]) if not brain[k] < min_brain_fraction]
 
 
 class LoadAxialSliced(MapTransform):

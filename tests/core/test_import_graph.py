@@ -18,7 +18,8 @@ PKG = Path(__file__).resolve().parents[2] / "medtasks"
 
 # lowest first; the first prefix that matches a module names its layer
 LAYERS: list[tuple[str, ...]] = [
-    ("medtasks.registry", "medtasks.config", "medtasks.schema", "medtasks.paths", "medtasks.io"),
+    ("medtasks.registry", "medtasks.config", "medtasks.config_rules", "medtasks.schema", "medtasks.paths",
+     "medtasks.io"),
     ("medtasks.data", "medtasks.synth", "medtasks.transforms", "medtasks.models",
      "medtasks.losses", "medtasks.metrics"),
     ("medtasks.engine", "medtasks.rundir", "medtasks.viz"),   # rundir records the engine's device facts

@@ -4,7 +4,6 @@ the input's space, a DICOM series in -> the same mask plus a DICOM SEG whose fra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -43,7 +42,9 @@ def _as_dicom(volume_path: str, folder: Path, modality: str) -> tuple[Path, np.n
 def _check_seg(out: Path, case: str, row: pd.Series, mask: np.ndarray, n_segments: int) -> None:
     seg = out / row["dicom_seg"]
     assert row["dicom_seg"] == f"seg/{case}.dcm" and seg.is_file()
-    files = json.loads(Path(str(row["input"]).replace(".nii.gz", ".files.json")).read_text())["files"]
+    series = out.parent / "in" / "dicom" / "series1"     # the source series, in its slice (position) order
+    files = sorted(series.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True)
+                                                             .ImagePositionPatient[2]))
     assert len(files) == mask.shape[2]
     ds = pydicom.dcmread(seg)
     assert ds.Modality == "SEG" and len(ds.SegmentSequence) == n_segments
@@ -152,3 +153,27 @@ def test_probabilities_refused_for_a_classifier(tmp_path) -> None:
     (rd.path / "config.resolved.yaml").write_text("task: phe_classify\n")
     with pytest.raises(ValueError, match="already puts its probabilities in predictions.csv"):
         api.predict("phe_classify", rd.path, tmp_path, probabilities=True)
+
+
+@pytest.mark.slow
+def test_compare_scores_cardiac_runs_per_class(runs, tmp_path) -> None:
+    """`medtasks compare` reads cardiac_seg's per-class layout (metrics.json layout: cardiac): the run against its
+    own re-evaluation is paired, with every per-class Dice difference 0."""
+    rd = runs["cardiac_seg"]
+    folder, _ = api.evaluate("cardiac_seg", rd.path, rd / "manifest.csv", split="test", out=tmp_path / "ev")
+    page = api.compare([rd.path, folder], out=tmp_path / "cmp", n_boot=20, progress=False)
+    pairs = pd.read_csv(page.parent / "compare_pairs.csv")
+    assert set(pairs.pairing) == {"paired"} and {"dice", "gate_accuracy"} <= set(pairs.metric)
+    assert np.allclose(pairs["diff"].dropna(), 0.0)
+
+
+def test_dicom_outputs_are_this_predictions_own(tmp_path) -> None:
+    """--store sends the SEGs named in this prediction's rows, never one left in a reused --out folder."""
+    from medtasks.rundir import RunDir
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "old_case.dcm").write_bytes(b"left from an earlier predict")
+    task = api.get_task_class("ms_segment")(api.get_task_class("ms_segment").Config())
+    frame = pd.DataFrame({"case_id": ["new", "nifti"], "dicom_seg": ["seg/new.dcm", None]})
+    got = task.write_dicom_outputs(RunDir(tmp_path), pd.DataFrame(), frame, tmp_path)
+    assert got == [tmp_path / "seg" / "new.dcm"]

@@ -187,20 +187,24 @@ class SegmentationTask(NetworkTask):
                       amp=self.cfg.train.amp, cpu_bf16=self.cfg.train.cpu_bf16,
                       channels_last=self.cfg.train.channels_last, progress=progress, on_batch=on_batch)
 
-    def volume_probability(self, model: torch.nn.Module, volume: str, progress: bool = False) -> np.ndarray:
-        """The probability (float32 ``(x, y, z)``) of every axial slice of the NIfTI ``volume``, each slice through
-        the network as :meth:`loader` prepares split ``"volume"`` (a task predicting volumes overrides it)."""
+    def volume_probability(self, model: torch.nn.Module, volume: str, slice_rows: pd.DataFrame | None = None,
+                           split: str = "volume", progress: bool = False) -> np.ndarray:
+        """The probability (float32 ``(x, y, z)``) of the NIfTI ``volume``'s axial slices, each through the network
+        as :meth:`loader` prepares ``split``: ``slice_rows`` (one row per slice, with ``slice_index``; e.g. the
+        brain slices of ms_segment), by default every slice; the other slices stay 0."""
         import nibabel as nib
 
         shape = nib.load(str(volume)).shape[:3]
         prob = np.zeros(shape, np.float32)
-        rows = pd.DataFrame({"image": str(volume), "slice_index": range(shape[2]), "native_h": shape[1],
-                             "native_w": shape[0]})
+        rows = slice_rows if slice_rows is not None else pd.DataFrame(
+            {"image": str(volume), "slice_index": range(shape[2]), "native_h": shape[1], "native_w": shape[0]})
+        ks = rows["slice_index"].to_numpy()
 
         def consume(i: int, p: np.ndarray) -> None:
-            prob[:, :, i] = p.T
+            prob[:, :, int(ks[i])] = p.T
 
-        self.stream_masks(model, rows, "volume", consume, progress=progress)
+        if len(rows):
+            self.stream_masks(model, rows.assign(split=split), split, consume, progress=progress)
         return prob
 
     # ---- evaluation ---------------------------------------------------------------------------

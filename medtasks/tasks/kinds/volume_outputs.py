@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medtasks.io.dicom_seg import SegmentSpec, SegSourceError, write_dicom_seg
+from medtasks.io.dicom_seg import SegSourceError, write_dicom_seg
 from medtasks.io.seg_outputs import (
     DICOM_SEG,
     MASKS,
@@ -44,8 +44,7 @@ def algorithm_version(run: Any) -> str:
 
 
 def write_volume_outputs(task: Any, run: Any, out_dir: str | Path, case: str, labels: np.ndarray, reference: str,
-                         dicom_files: Sequence[str] = (), probabilities: np.ndarray | None = None,
-                         segments: Sequence[SegmentSpec] | None = None) -> dict[str, str]:
+                         dicom_files: Sequence[str] = (), probabilities: np.ndarray | None = None) -> dict[str, str]:
     """Write the outputs of one volume (see the module docstring); returns ``{mask, probabilities, dicom_seg}``
     columns (the ones written) as paths relative to ``out_dir``."""
     out_dir = Path(out_dir)
@@ -55,9 +54,8 @@ def write_volume_outputs(task: Any, run: Any, out_dir: str | Path, case: str, la
                                                        output_path(out_dir, PROBABILITIES, case, "nifti"))
     notes = {}
     if dicom_files:
-        specs = segments if segments is not None else task.dicom_segments
         try:
-            cols["dicom_seg"] = write_dicom_seg(dicom_files, labels, specs,
+            cols["dicom_seg"] = write_dicom_seg(dicom_files, labels, task.dicom_segments,
                                                 output_path(out_dir, DICOM_SEG, case, "dicom"),
                                                 algorithm=f"medtasks {task.name}", version=algorithm_version(run),
                                                 series_description=f"medtasks {task.name} (research use)")

@@ -6,17 +6,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from medtasks.config import ConfigError, checked
+from medtasks.models.segmentation import smp_encoders
 from medtasks.registry import did_you_mean
 from medtasks.schema import AugmentConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig, check_lesion_eval
 from medtasks.transforms.postprocess import LesionPostprocessConfig
-
-
-def smp_encoders() -> list[str]:
-    """segmentation-models-pytorch's encoder names (what ``model.encoder`` is checked against)."""
-    import segmentation_models_pytorch as smp
-
-    return list(smp.encoders.get_encoder_names())
 
 
 @dataclass

@@ -46,7 +46,7 @@ from medtasks.tasks.ms_segment.slice_split import ALL_SPLITS, SLICE_SPLIT_WARNIN
 from medtasks.tasks.ms_segment.volumes import VOLUME_COLUMNS, find_ms_volumes, parse_shape
 from medtasks.transforms.augment import build_augmentation
 from medtasks.transforms.resize import ResizeImaged
-from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, load_volume
+from medtasks.transforms.slicing import LoadAxialSliced, axial_slice, brain_slices, load_volume
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,11 @@ class MsSegment(SegmentationTask):
         for r in df.to_dict("records"):
             check_axial(r["flair"])
             vol = load_volume(r["flair"])
-            brain = (vol != 0).mean(axis=(0, 1))
+            brain = set(brain_slices(vol, inp.min_brain_fraction))
             mask = load_volume(r["mask"]) if isinstance(r.get("mask"), str) and r["mask"] else None
             lesion = (mask > 0).sum(axis=(0, 1)) if mask is not None else np.zeros(vol.shape[2])
             for k in range(vol.shape[2]):
-                if brain[k] < inp.min_brain_fraction and not lesion[k]:
+                if k not in brain and not lesion[k]:
                     continue
                 if training and not lesion[k] and rng.random() >= inp.empty_slice_fraction:
                     continue

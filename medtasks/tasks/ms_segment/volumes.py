@@ -37,17 +37,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def predict_probability(task: MsSegment, model: Any, row: dict, split: str) -> np.ndarray:
     """Lesion probability (float32) in the FLAIR's ``(x, y, z)`` grid; slices outside the brain stay 0."""
-    shape = parse_shape(row["shape"])
-    prob = np.zeros(shape[:3], np.float32)
-    slices = task.slice_frame(pd.DataFrame([row]))
-    ks = slices["slice_index"].to_numpy()
-
-    def consume(i: int, p: np.ndarray) -> None:
-        prob[:, :, int(ks[i])] = p.T
-
-    if len(slices):
-        task.stream_masks(model, slices.assign(split=split), split, consume)
-    return prob
+    return task.volume_probability(model, row["flair"], slice_rows=task.slice_frame(pd.DataFrame([row])), split=split)
 
 
 def predict_volume(task: MsSegment, model: Any, row: dict, split: str) -> np.ndarray:

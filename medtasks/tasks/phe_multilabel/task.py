@@ -54,8 +54,6 @@ class PheMultilabel(PheSichSource, GreyImageClassifier):
         ``labels`` defaults to ``<source>/task4_labels.csv``. Slices without a label row, label
         rows without a slice and bad rows are listed in the rejected file with the reason.
         """
-        if not Path(source).is_dir():
-            raise FileNotFoundError(f"--source {source}: the source folder does not exist")
         table = Path(labels) if labels is not None else Path(source) / "task4_labels.csv"
         if not table.is_file():
             raise FileNotFoundError(f"{table}: no multi-label table. PHE-SICH-CT-IDS has no IVH/IPH/SAH labels; pass "

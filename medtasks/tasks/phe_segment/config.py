@@ -6,16 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from medtasks.config import ConfigError, checked
+from medtasks.models.segmentation import smp_encoders
 from medtasks.schema import AugmentConfig, RunConfig
 from medtasks.tasks.kinds.segmentation_config import SegEvalConfig, SegLossConfig, SegTrainConfig
 from medtasks.tasks.sources.phe_sich import PheSynthConfig
-
-
-def smp_encoders() -> list[str]:
-    """segmentation-models-pytorch's encoder names (what ``model.encoder`` is checked against)."""
-    import segmentation_models_pytorch as smp
-
-    return list(smp.encoders.get_encoder_names())
 
 
 @dataclass
